@@ -1,0 +1,81 @@
+"""The one typed configuration, read from ``CELLBLOCK_*`` environment variables.
+
+Load it once at the entry point (`Settings()`), then pass it down. Units are in the names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LimitBounds(BaseModel):
+    """Defaults and maxima for one kind of step (run or compile)."""
+
+    cpu_time_s: float
+    wall_time_s: float
+    memory_mib: int
+    processes: int
+    output_kib: int
+    file_size_kib: int
+
+
+DEFAULT_RUN = LimitBounds(
+    cpu_time_s=2.0, wall_time_s=5.0, memory_mib=256, processes=64, output_kib=1024, file_size_kib=10240
+)
+MAX_RUN = LimitBounds(
+    cpu_time_s=60.0, wall_time_s=120.0, memory_mib=4096, processes=512, output_kib=65536, file_size_kib=262144
+)
+DEFAULT_COMPILE = LimitBounds(
+    cpu_time_s=20.0, wall_time_s=40.0, memory_mib=1536, processes=128, output_kib=64, file_size_kib=131072
+)
+MAX_COMPILE = LimitBounds(
+    cpu_time_s=120.0, wall_time_s=240.0, memory_mib=4096, processes=512, output_kib=1024, file_size_kib=262144
+)
+
+
+class Settings(BaseSettings):
+    """Every setting Cellblock reads. Environment: ``CELLBLOCK_<NAME>`` (nested: ``__``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CELLBLOCK_", env_nested_delimiter="__", frozen=True)
+
+    data_dir: Path = Field(Path("/var/lib/cellblock"), description="Slot work dirs and generated sandbox files.")
+    slot_lock_dir: Path = Field(
+        Path("/run/cellblock-slots"),
+        description="Machine-wide slot locks: uids and cgroup names are per machine, so locks are too.",
+    )
+    max_slots: int = Field(64, ge=1, le=1000, description="How many slots may exist on this machine at once.")
+    first_uid: int = Field(60000, ge=1000, description="Slot k runs as uid/gid first_uid + k.")
+    bwrap_path: str = Field("bwrap", description="The bubblewrap binary.")
+    cgroup_root: Path = Field(Path("/sys/fs/cgroup"), description="Where cgroupfs is mounted.")
+    cgroup_name: str = Field("cellblock", description="Our subtree under each controller (v1) or the v2 root.")
+    box_size_mib: int = Field(512, ge=16, description="Size of the per-job tmpfs mounted at /box.")
+    box_inodes: int = Field(8192, ge=64, description="Inode cap of the /box tmpfs (many-small-files disk fill).")
+    tmp_size_mib: int = Field(64, ge=1, description="Size of the per-run tmpfs at /tmp.")
+    poll_interval_s: float = Field(0.01, gt=0, le=0.5, description="How often the CPU/output watcher looks.")
+    allow_network: bool = Field(False, description="Whether a job may ask for network access at all.")
+    max_source_kib: int = Field(1024, ge=1, description="Largest total size of a job's files.")
+    max_tests: int = Field(1000, ge=1, description="Most test cases in one job.")
+    max_output_files_kib: int = Field(4096, ge=0, description="Cap on the total size of returned output files.")
+    default_run: LimitBounds = DEFAULT_RUN
+    max_run: LimitBounds = MAX_RUN
+    default_compile: LimitBounds = DEFAULT_COMPILE
+    max_compile: LimitBounds = MAX_COMPILE
+
+    @model_validator(mode="after")
+    def _defaults_within_maxima(self) -> Settings:
+        for default, maximum, label in (
+            (self.default_run, self.max_run, "default_run"),
+            (self.default_compile, self.max_compile, "default_compile"),
+        ):
+            for name, value in default.model_dump().items():
+                if value > getattr(maximum, name):
+                    raise ValueError(f"{label}.{name}={value} is above its maximum {getattr(maximum, name)}")
+        return self
+
+    def slot_count(self) -> int:
+        """One slot per core unless configured otherwise."""
+        return max(1, os.cpu_count() or 1)

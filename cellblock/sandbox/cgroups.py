@@ -1,0 +1,316 @@
+"""Our own cgroups: one per run, under a per-slot parent. cgroup v1 and v2 behind one interface.
+
+Layout (v1, one tree per controller we use)::
+
+    <root>/memory/<name>/slot<k>/run<n>     memory.limit_in_bytes, memsw = the same (no swap)
+    <root>/pids/<name>/slot<k>/run<n>       pids.max
+    <root>/cpuacct/<name>/slot<k>/run<n>    cpuacct.usage (ns), usage_user / usage_sys
+
+Layout (v2, one unified tree, delegated to us: systemd ``Delegate=yes`` or root enabling controllers)::
+
+    <root>/<name>/slot<k>/run<n>            memory.max, memory.swap.max=0, memory.oom.group=1, pids.max
+
+Accounting comes only from these counters (never wait4 rusage of bwrap, which misses the sandboxed process).
+Removal retries EBUSY: on v1 a cgroup stays busy for a moment while killed tasks finish exiting.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from cellblock.errors import SandboxFailure, SandboxUnavailable
+from cellblock.sandbox.spec import CgroupStats
+
+V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+V2_CONTROLLERS = ("memory", "pids", "cpu")
+
+
+def _read_int(path: Path, default: int = 0) -> int:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return default
+    return default if text in ("", "max") else int(text)
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    """Parse 'key value' lines (memory.events, cpu.stat, memory.oom_control, pids.events)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    out: dict[str, int] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(value)
+
+
+def _kill_pids(procs_file: Path) -> bool:
+    """SIGKILL every pid listed; True when the list was already empty."""
+    try:
+        pids = [int(p) for p in procs_file.read_text().split()]
+    except FileNotFoundError:
+        return True
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return not pids
+
+
+def _rmdir_retrying(path: Path, deadline_s: float = 5.0) -> None:
+    end = time.monotonic() + deadline_s
+    delay = 0.0005
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > end:
+                raise SandboxFailure(f"cannot remove cgroup {path}: {exc}") from exc
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+class RunCgroup(ABC):
+    """The cgroup(s) of one run."""
+
+    @abstractmethod
+    def attach(self, pid: int) -> None: ...
+
+    @abstractmethod
+    def cpu_time_ns(self) -> int: ...
+
+    @abstractmethod
+    def stats(self) -> CgroupStats: ...
+
+    @abstractmethod
+    def procs_file(self) -> Path: ...
+
+    @abstractmethod
+    def kill_all(self) -> None: ...
+
+    @abstractmethod
+    def remove(self) -> None: ...
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in self.procs_file().read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def _kill_until_empty(self, deadline_s: float = 5.0) -> None:
+        end = time.monotonic() + deadline_s
+        while not _kill_pids(self.procs_file()):
+            if time.monotonic() > end:
+                raise SandboxFailure(f"processes survive in {self.procs_file().parent}")
+            time.sleep(0.001)
+
+
+class CgroupDriver(ABC):
+    """Creates run cgroups under <name>/slot<k>. Detect the right driver with `detect_driver`."""
+
+    version: int
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.root = root
+        self.name = name
+
+    @abstractmethod
+    def problems(self) -> list[str]:
+        """What is missing for this driver to work; empty when ready."""
+
+    @abstractmethod
+    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int) -> RunCgroup: ...
+
+    @abstractmethod
+    def sweep_slot(self, slot: str) -> None:
+        """Kill and remove whatever a crashed predecessor left under this slot."""
+
+
+class V1Run(RunCgroup):
+    def __init__(self, dirs: dict[str, Path]) -> None:
+        self.dirs = dirs
+
+    def attach(self, pid: int) -> None:
+        for path in self.dirs.values():
+            _write(path / "cgroup.procs", str(pid))
+
+    def cpu_time_ns(self) -> int:
+        return _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
+
+    def stats(self) -> CgroupStats:
+        cpu = self.dirs["cpuacct"]
+        mem = self.dirs["memory"]
+        return CgroupStats(
+            cpu_time_ns=_read_int(cpu / "cpuacct.usage"),
+            user_ns=_read_int(cpu / "cpuacct.usage_user"),
+            system_ns=_read_int(cpu / "cpuacct.usage_sys"),
+            memory_peak_bytes=_read_int(mem / "memory.max_usage_in_bytes"),
+            oom_kills=_read_keyed(mem / "memory.oom_control").get("oom_kill", 0),
+            pids_limit_hits=_read_keyed(self.dirs["pids"] / "pids.events").get("max", 0),
+        )
+
+    def procs_file(self) -> Path:
+        any_dir = self.dirs.get("pids") or next(iter(self.dirs.values()))
+        return any_dir / "cgroup.procs"
+
+    def kill_all(self) -> None:
+        self._kill_until_empty()
+
+    def remove(self) -> None:
+        self.kill_all()
+        for path in self.dirs.values():
+            _rmdir_retrying(path)
+
+
+class CgroupV1(CgroupDriver):
+    version = 1
+
+    def _dir(self, controller: str, *parts: str) -> Path:
+        return self.root.joinpath(controller, self.name, *parts)
+
+    def problems(self) -> list[str]:
+        missing = [c for c in V1_CONTROLLERS if not (self.root / c / "cgroup.procs").exists()]
+        if missing:
+            return [f"cgroup v1 controllers not mounted under {self.root}: {', '.join(missing)}"]
+        if not os.access(self.root / "memory", os.W_OK):
+            return [f"cannot create cgroups under {self.root}/memory (run as root)"]
+        return []
+
+    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int) -> RunCgroup:
+        dirs = {c: self._dir(c, slot, run) for c in V1_CONTROLLERS}
+        try:
+            for path in dirs.values():
+                path.mkdir(parents=True)
+            mem = dirs["memory"]
+            _write(mem / "memory.limit_in_bytes", str(memory_bytes))
+            memsw = mem / "memory.memsw.limit_in_bytes"
+            if memsw.exists():  # only with swap accounting; without it there is nothing to swap to anyway
+                _write(memsw, str(memory_bytes))
+            _write(dirs["pids"] / "pids.max", str(pids_max))
+        except OSError as exc:
+            V1Run(dirs).remove()
+            raise SandboxFailure(f"cannot create cgroup {slot}/{run}: {exc}") from exc
+        return V1Run(dirs)
+
+    def sweep_slot(self, slot: str) -> None:
+        for controller in V1_CONTROLLERS:
+            parent = self._dir(controller, slot)
+            if not parent.is_dir():
+                continue
+            for child in parent.iterdir():
+                if child.is_dir():
+                    _kill_pids(child / "cgroup.procs")
+                    V1Run({controller: child}).remove()
+
+
+class V2Run(RunCgroup):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def attach(self, pid: int) -> None:
+        _write(self.path / "cgroup.procs", str(pid))
+
+    def cpu_time_ns(self) -> int:
+        return _read_keyed(self.path / "cpu.stat").get("usage_usec", 0) * 1000
+
+    def stats(self) -> CgroupStats:
+        cpu = _read_keyed(self.path / "cpu.stat")
+        return CgroupStats(
+            cpu_time_ns=cpu.get("usage_usec", 0) * 1000,
+            user_ns=cpu.get("user_usec", 0) * 1000,
+            system_ns=cpu.get("system_usec", 0) * 1000,
+            memory_peak_bytes=_read_int(self.path / "memory.peak"),
+            oom_kills=_read_keyed(self.path / "memory.events").get("oom_kill", 0),
+            pids_limit_hits=_read_keyed(self.path / "pids.events").get("max", 0),
+        )
+
+    def procs_file(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def kill_all(self) -> None:
+        kill_file = self.path / "cgroup.kill"
+        if kill_file.exists():
+            _write(kill_file, "1")
+        self._kill_until_empty()
+
+    def remove(self) -> None:
+        self.kill_all()
+        _rmdir_retrying(self.path)
+
+
+class CgroupV2(CgroupDriver):
+    version = 2
+
+    def problems(self) -> list[str]:
+        try:
+            available = set((self.root / "cgroup.controllers").read_text().split())
+        except OSError as exc:
+            return [f"cannot read {self.root}/cgroup.controllers: {exc}"]
+        missing = [c for c in V2_CONTROLLERS if c not in available]
+        if missing:
+            return [
+                f"cgroup v2 controllers not delegated to {self.root}: {', '.join(missing)} "
+                "(run under systemd with Delegate=yes, see README 'cgroup v2')"
+            ]
+        if not os.access(self.root, os.W_OK):
+            return [f"cannot create cgroups under {self.root} (run as root or delegate the subtree)"]
+        return []
+
+    def _enable_controllers(self, path: Path) -> None:
+        control = path / "cgroup.subtree_control"
+        enabled = set(control.read_text().split()) if control.exists() else set()
+        wanted = [c for c in V2_CONTROLLERS if c not in enabled]
+        if wanted:
+            _write(control, " ".join(f"+{c}" for c in wanted))
+
+    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int) -> RunCgroup:
+        ours = self.root / self.name
+        slot_dir = ours / slot
+        path = slot_dir / run
+        try:
+            for level in (self.root, ours, slot_dir):
+                level.mkdir(exist_ok=True)
+                self._enable_controllers(level)
+            path.mkdir()
+            _write(path / "memory.max", str(memory_bytes))
+            _write(path / "memory.swap.max", "0")
+            _write(path / "memory.oom.group", "1")  # an OOM kills the whole run, not one random process
+            _write(path / "pids.max", str(pids_max))
+        except OSError as exc:
+            if path.exists():
+                V2Run(path).remove()
+            raise SandboxFailure(f"cannot create cgroup {path}: {exc}") from exc
+        return V2Run(path)
+
+    def sweep_slot(self, slot: str) -> None:
+        parent = self.root / self.name / slot
+        if parent.is_dir():
+            for child in parent.iterdir():
+                if child.is_dir():
+                    V2Run(child).remove()
+
+
+def detect_driver(root: Path, name: str) -> CgroupDriver:
+    """v2 when the root is a unified hierarchy with controllers; v1 when per-controller mounts exist."""
+    if (root / "cgroup.controllers").exists():
+        return CgroupV2(root, name)
+    if (root / "memory").is_dir() and (root / "pids").is_dir():
+        return CgroupV1(root, name)
+    raise SandboxUnavailable(f"no usable cgroup hierarchy under {root} (need v1 memory+pids+cpuacct or v2)")

@@ -1,0 +1,161 @@
+"""The machine-wide part of the sandbox: prerequisites, slot allocation, per-job /box.
+
+A *slot* is a machine-wide resource — its uid (first_uid + k), its cgroup parent (``slot<k>``) and its work
+dir — so slots are allocated with an exclusive flock on ``<slot_lock_dir>/slot<k>.lock``. Two workers, two
+test processes or two CLI calls on one host therefore never share a slot, whatever their data dirs are.
+When a lock is taken we first sweep what a crashed holder may have left (cgroups, a mounted /box).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cellblock.config import Settings
+from cellblock.errors import SandboxUnavailable
+from cellblock.sandbox.bwrap import BwrapLayout, etc_files
+from cellblock.sandbox.cgroups import CgroupDriver, detect_driver
+from cellblock.sandbox.mounts import is_mount, mount_tmpfs, unmount
+from cellblock.sandbox.seccomp import SeccompProgram
+from cellblock.sandbox.spec import RawResult, RunSpec
+from cellblock.sandbox.supervisor import SlotIdentity, Supervisor
+
+
+def prerequisite_problems(settings: Settings) -> list[str]:
+    """Everything that stops us from building a sandbox, each with how to fix it. Empty when ready."""
+    problems: list[str] = []
+    if os.geteuid() != 0:
+        problems.append("not running as root: cgroups, slot uids and /box mounts need root (run with sudo)")
+    if shutil.which(settings.bwrap_path) is None:
+        problems.append(f"bubblewrap not found ({settings.bwrap_path}): apt-get install bubblewrap")
+    if shutil.which("prlimit") is None:
+        problems.append("prlimit not found: apt-get install util-linux")
+    problems += _userns_problems()
+    try:
+        problems += detect_driver(settings.cgroup_root, settings.cgroup_name).problems()
+    except SandboxUnavailable as exc:
+        problems.append(exc.message)
+    try:
+        from cellblock.sandbox.seccomp import build_bpf
+
+        build_bpf()
+    except Exception as exc:  # noqa: BLE001 - any failure here means "no seccomp", which we must refuse
+        problems.append(f"cannot build the seccomp filter ({exc}): apt-get install libseccomp2")
+    return problems
+
+
+def _userns_problems() -> list[str]:
+    for path, fix in (
+        ("/proc/sys/kernel/unprivileged_userns_clone", "sysctl -w kernel.unprivileged_userns_clone=1"),
+        ("/proc/sys/user/max_user_namespaces", "sysctl -w user.max_user_namespaces=10000"),
+    ):
+        try:
+            if int(Path(path).read_text()) == 0:
+                return [f"user namespaces are disabled ({path} = 0): {fix}"]
+        except (FileNotFoundError, ValueError):
+            continue
+    restrict = Path("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+    if restrict.exists() and restrict.read_text().strip() == "1":
+        return ["AppArmor restricts unprivileged user namespaces: sysctl -w "
+                "kernel.apparmor_restrict_unprivileged_userns=0 (or an AppArmor profile for bwrap)"]
+    return []
+
+
+class Sandbox:
+    """One slot: its own uid, cgroup parent and work dir. `run()` is the one way to execute a program."""
+
+    def __init__(self, host: SandboxHost, index: int) -> None:
+        self.index = index
+        self.uid = host.settings.first_uid + index
+        self.root = host.settings.data_dir / "slots" / f"slot{index}"
+        self.box = self.root / "box"
+        self.io_dir = self.root / "io"
+        self._host = host
+        self._supervisor = Supervisor(
+            SlotIdentity(name=f"slot{index}", uid=self.uid, gid=self.uid, io_dir=self.io_dir),
+            BwrapLayout(bwrap=host.bwrap, box_dir=self.box, etc_dir=host.etc_dir,
+                        tmp_size_bytes=host.settings.tmp_size_mib * 1024 * 1024),
+            host.cgroups, host.seccomp, host.prlimit, host.settings.poll_interval_s,
+        )  # fmt: skip
+
+    def _prepare_dirs(self) -> None:
+        for path, mode in ((self.root, 0o711), (self.box, 0o755), (self.io_dir, 0o700)):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, mode)
+        if is_mount(self.box):
+            unmount(self.box)
+        self._host.cgroups.sweep_slot(f"slot{self.index}")
+
+    @contextmanager
+    def workspace(self) -> Iterator[Path]:
+        """A fresh, empty, size-capped /box for one job; gone (unmounted) afterwards."""
+        settings = self._host.settings
+        mount_tmpfs(self.box, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
+        try:
+            yield self.box
+        finally:
+            unmount(self.box)
+
+    def run(self, spec: RunSpec) -> RawResult:
+        return self._supervisor.run(spec)
+
+
+class SandboxHost:
+    """Checks prerequisites once and hands out slots. Refuses to exist when the sandbox cannot be built."""
+
+    def __init__(self, settings: Settings) -> None:
+        problems = prerequisite_problems(settings)
+        if problems:
+            raise SandboxUnavailable(
+                "refusing to run code, the sandbox cannot be set up:\n  - " + "\n  - ".join(problems)
+                + "\nRun `cellblock doctor` for details."
+            )
+        self.settings = settings
+        self.bwrap = shutil.which(settings.bwrap_path) or settings.bwrap_path
+        self.prlimit = shutil.which("prlimit") or "prlimit"
+        self.cgroups: CgroupDriver = detect_driver(settings.cgroup_root, settings.cgroup_name)
+        shared = settings.data_dir / "shared"
+        shared.mkdir(parents=True, exist_ok=True)
+        for path in (settings.data_dir, settings.data_dir / "slots", shared):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o711)
+        self.etc_dir = shared / "etc"
+        self.etc_dir.mkdir(exist_ok=True)
+        os.chmod(self.etc_dir, 0o755)
+        for name, text in etc_files().items():
+            (self.etc_dir / name).write_text(text)
+            os.chmod(self.etc_dir / name, 0o644)
+        self.seccomp = SeccompProgram.install(shared)
+        settings.slot_lock_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def slot(self) -> Iterator[Sandbox]:
+        """Hold a free slot for the duration of the block (blocks while all are busy)."""
+        fd, index = self._lock_a_slot()
+        try:
+            sandbox = Sandbox(self, index)
+            sandbox._prepare_dirs()
+            yield sandbox
+        finally:
+            os.close(fd)
+
+    def _lock_a_slot(self) -> tuple[int, int]:
+        limit = self.settings.max_slots
+        while True:
+            for index in range(limit):
+                path = self.settings.slot_lock_dir / f"slot{index}.lock"
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                return fd, index
+            # every slot is busy: wait for slot 0 rather than spin
+            fd = os.open(self.settings.slot_lock_dir / "slot0.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd, 0

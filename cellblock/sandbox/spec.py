@@ -1,0 +1,69 @@
+"""What one sandboxed step is asked to do, and what it reports. Pure data; no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Limits of one step, in the units the kernel wants them."""
+
+    cpu_time_s: float
+    wall_time_s: float
+    memory_kib: int
+    processes: int  # the program's own processes and threads; the namespace init is added on top
+    output_bytes: int  # cap on stdout and on stderr, each
+    file_size_bytes: int  # RLIMIT_FSIZE for files in /box (stdout/stderr are also bounded by it)
+    open_files: int = 256
+    stack_kib: int = 256 * 1024
+    address_space: bool = True  # RLIMIT_AS = memory limit; off for JVM, Node, Go, .NET, GHC
+
+    @property
+    def fsize_bytes(self) -> int:
+        """RLIMIT_FSIZE covers every file the program writes, including our stdout/stderr files.
+
+        One byte over the output cap, so that "exactly at the cap" is not an error and "over it" is seen.
+        """
+        return max(self.output_bytes, self.file_size_bytes) + 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One program run inside a slot's /box."""
+
+    argv: list[str]
+    limits: RunLimits
+    stdin: bytes = b""
+    env: dict[str, str] = field(default_factory=dict)
+    ro_binds: list[str] = field(default_factory=list)  # extra host paths bound read-only at the same place
+    network: bool = False
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    cpu_time_ns: int
+    user_ns: int
+    system_ns: int
+    memory_peak_bytes: int
+    oom_kills: int
+    pids_limit_hits: int
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """What the supervisor observed about one run, before any judgement about the user's expectations."""
+
+    outcome: str  # a models.Outcome value
+    exit_code: int | None
+    signal: str | None
+    cpu_time_s: float
+    wall_time_s: float
+    memory_kib: int
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    message: str | None
+    box: Path | None = None

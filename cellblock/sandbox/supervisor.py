@@ -1,0 +1,238 @@
+"""Run one program in a slot: launch, attach to cgroups, release, watch, decide, clean up.
+
+Theory of operation (one run)
+-----------------------------
+Processes. The worker (root, trusted) forks ``prlimit`` as the slot's uid with no capabilities, an empty
+environment and its own process group; prlimit sets rlimits on itself and execs bwrap; bwrap builds new
+user/pid/mount/net/ipc/uts/cgroup namespaces, forks the namespace's init, which forks the program. No
+`preexec_fn`: Python forks through its C fast path, so this is safe in threaded workers.
+
+Handshake. bwrap writes ``{"child-pid": N}`` (the namespace init, a host pid) to the *info* pipe, then the
+child blocks reading the *block* pipe before it execs. We write N into the run's cgroups, start our clock,
+and release it with one byte. So the program starts inside its cgroups, and bwrap's own setup is neither
+charged to the program's CPU/memory nor counted in its wall time.
+
+Fds. The child inherits exactly: stdin (a file we wrote), stdout and stderr (files we opened, outside the
+box, capped by RLIMIT_FSIZE), the write end of info, the read end of block, and the seccomp BPF. Nothing
+else: `close_fds` is on and every fd we hold is O_CLOEXEC.
+
+Watching. A pidfd wakes us the moment bwrap exits; between wake-ups we poll every `poll_interval_s`:
+the cgroup's total CPU (all processes together — RLIMIT_CPU is only a per-process backstop), the wall
+clock, and the sizes of the stdout/stderr files. Any excess → SIGKILL everything in the cgroup.
+
+Trust. Nothing the program writes is trusted: its exit code only ever names its own verdict, its output is
+read with a cap, its files are collected without following links. The host learns everything it decides
+with from its own clock and the cgroup counters (see `outcome.py`).
+
+Cleanup. After exit: read counters, SIGKILL whatever is left in the cgroup until it is empty, remove the
+cgroups (retrying EBUSY). A run that cannot be cleaned up raises `SandboxFailure`; the slot is then not
+reused for anything else in that job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cellblock.errors import SandboxFailure
+from cellblock.sandbox.bwrap import BwrapLayout, launch_argv
+from cellblock.sandbox.cgroups import CgroupDriver, RunCgroup
+from cellblock.sandbox.outcome import Observation, decide
+from cellblock.sandbox.seccomp import SeccompProgram
+from cellblock.sandbox.spec import RawResult, RunSpec
+
+INFO_READ_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Watch:
+    wall_fired: bool = False
+    killed_for_output: bool = False
+    cpu_fired: bool = False
+
+
+@dataclass(frozen=True)
+class SlotIdentity:
+    name: str  # cgroup name of the slot, e.g. "slot3"
+    uid: int
+    gid: int
+    io_dir: Path  # root-only: stdin/stdout/stderr files
+
+
+def _read_info(fd: int) -> int | None:
+    """Read bwrap's JSON from the info pipe until it parses; None if bwrap died first."""
+    buffer = b""
+    deadline = time.monotonic() + INFO_READ_TIMEOUT_S
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        buffer += chunk
+        try:
+            return int(json.loads(buffer)["child-pid"])
+        except (ValueError, KeyError):
+            continue
+    return None
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _read_capped(path: Path, cap: int) -> tuple[bytes, bool]:
+    with open(path, "rb") as handle:
+        data = handle.read(cap + 1)
+    return data[:cap], len(data) > cap
+
+
+class Supervisor:
+    """Runs steps for one slot. Not thread-safe: a slot runs one program at a time."""
+
+    def __init__(
+        self,
+        identity: SlotIdentity,
+        layout: BwrapLayout,
+        cgroups: CgroupDriver,
+        seccomp: SeccompProgram,
+        prlimit_path: str,
+        poll_interval_s: float,
+    ) -> None:
+        self.identity = identity
+        self.layout = layout
+        self.cgroups = cgroups
+        self.seccomp = seccomp
+        self.prlimit_path = prlimit_path
+        self.poll_interval_s = poll_interval_s
+        self._runs = 0
+
+    def run(self, spec: RunSpec) -> RawResult:
+        self._runs += 1
+        limits = spec.limits
+        cgroup = self.cgroups.create(
+            self.identity.name, f"run{self._runs}", limits.memory_kib * 1024, limits.processes + 1
+        )
+        try:
+            return self._run_in(cgroup, spec)
+        finally:
+            cgroup.remove()
+
+    def _open_io(self, stdin: bytes) -> tuple[int, int, int]:
+        io_dir = self.identity.io_dir
+        stdin_path = io_dir / "stdin"
+        stdin_path.write_bytes(stdin)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        stdout_fd = os.open(io_dir / "stdout", flags, 0o600)
+        stderr_fd = os.open(io_dir / "stderr", flags, 0o600)
+        return stdin_fd, stdout_fd, stderr_fd
+
+    def _run_in(self, cgroup: RunCgroup, spec: RunSpec) -> RawResult:
+        stdin_fd, stdout_fd, stderr_fd = self._open_io(spec.stdin)
+        info_r, info_w = os.pipe2(os.O_CLOEXEC)
+        block_r, block_w = os.pipe2(os.O_CLOEXEC)
+        seccomp_fd = self.seccomp.open_fd()
+        argv = launch_argv(
+            self.layout, spec.limits, spec.argv, info_fd=info_w, block_fd=block_r, seccomp_fd=seccomp_fd,
+            env=spec.env, ro_binds=spec.ro_binds, network=spec.network,
+        )  # fmt: skip
+        argv[0] = self.prlimit_path
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=stdin_fd, stdout=stdout_fd, stderr=stderr_fd, pass_fds=(info_w, block_r, seccomp_fd),
+                user=self.identity.uid, group=self.identity.gid, extra_groups=[], process_group=0, env={},
+                close_fds=True,
+            )  # fmt: skip
+        finally:
+            for fd in (info_w, block_r, seccomp_fd, stdin_fd):
+                os.close(fd)
+        try:
+            return self._supervise(proc, cgroup, spec, info_r, block_w, stdout_fd, stderr_fd)
+        finally:
+            for fd in (info_r, block_w, stdout_fd, stderr_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if proc.poll() is None:
+                _killpg(proc.pid)
+                proc.wait()
+
+    def _supervise(
+        self, proc: subprocess.Popen[bytes], cgroup: RunCgroup, spec: RunSpec,
+        info_r: int, block_w: int, stdout_fd: int, stderr_fd: int,
+    ) -> RawResult:  # fmt: skip
+        child_pid = _read_info(info_r)
+        if child_pid is None:
+            proc.wait()
+            err, _ = _read_capped(self.identity.io_dir / "stderr", 4096)
+            raise SandboxFailure(f"bubblewrap failed to start: {err.decode(errors='replace').strip()}")
+        cgroup.attach(child_pid)
+        started = time.monotonic()
+        os.write(block_w, b"1")
+        watch, ended = self._watch(proc, cgroup, spec, started, stdout_fd, stderr_fd)
+        exit_code = proc.wait()
+        stats = cgroup.stats()
+        cgroup.kill_all()  # a daemon that outlived main (or a killed run's stragglers)
+        cap = spec.limits.output_bytes
+        stdout, out_trunc = _read_capped(self.identity.io_dir / "stdout", cap)
+        stderr, err_trunc = _read_capped(self.identity.io_dir / "stderr", cap)
+        cpu_s = stats.cpu_time_ns / 1e9
+        decision = decide(
+            Observation(
+                exit_code=exit_code, wall_timer_fired=watch.wall_fired,
+                cpu_time_s=cpu_s if not watch.cpu_fired else max(cpu_s, spec.limits.cpu_time_s),
+                cpu_limit_s=spec.limits.cpu_time_s, oom_kills=stats.oom_kills,
+                output_over_cap=out_trunc or err_trunc, killed_for_output=watch.killed_for_output,
+            )
+        )  # fmt: skip
+        return RawResult(
+            outcome=decision.outcome, exit_code=decision.exit_code, signal=decision.signal,
+            cpu_time_s=round(cpu_s, 6), wall_time_s=round(ended - started, 6),
+            memory_kib=stats.memory_peak_bytes // 1024, stdout=stdout, stderr=stderr,
+            stdout_truncated=out_trunc, stderr_truncated=err_trunc, message=decision.message,
+        )  # fmt: skip
+
+    def _watch(
+        self, proc: subprocess.Popen[bytes], cgroup: RunCgroup, spec: RunSpec, started: float,
+        stdout_fd: int, stderr_fd: int,
+    ) -> tuple[_Watch, float]:  # fmt: skip
+        """Wait for exit, enforcing total CPU, wall time and output size. Returns when bwrap has exited."""
+        limits = spec.limits
+        cpu_limit_ns = int(limits.cpu_time_s * 1e9)
+        watch = _Watch()
+        pidfd = os.pidfd_open(proc.pid)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        try:
+            while True:
+                now = time.monotonic()
+                remaining = started + limits.wall_time_s - now
+                timeout = min(self.poll_interval_s, max(remaining, 0.0))
+                if poller.poll(timeout * 1000):
+                    return watch, time.monotonic()
+                if time.monotonic() - started >= limits.wall_time_s:
+                    watch.wall_fired = True
+                elif cgroup.cpu_time_ns() >= cpu_limit_ns:
+                    watch.cpu_fired = True
+                elif max(os.fstat(stdout_fd).st_size, os.fstat(stderr_fd).st_size) > limits.output_bytes:
+                    watch.killed_for_output = True
+                else:
+                    continue
+                cgroup.kill_all()
+                _killpg(proc.pid)
+                poller.poll(5000)
+                return watch, time.monotonic()
+        finally:
+            os.close(pidfd)
