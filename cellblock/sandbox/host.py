@@ -83,22 +83,37 @@ class Sandbox:
         )  # fmt: skip
 
     def _prepare_dirs(self) -> None:
-        for path, mode in ((self.root, 0o711), (self.box, 0o755), (self.io_dir, 0o700)):
+        for path, mode in ((self.root, 0o711), (self.io_dir, 0o700)):
             path.mkdir(parents=True, exist_ok=True)
             os.chmod(path, mode)
-        if is_mount(self.box):
-            unmount(self.box)
+        for leftover in self.root.iterdir():
+            if leftover.is_dir() and is_mount(leftover):
+                unmount(leftover)
         self._host.cgroups.sweep_slot(f"slot{self.index}")
 
+    def _remove_dirs(self) -> None:
+        """Leave nothing behind: the io files and the slot dir (every /box is already unmounted)."""
+        shutil.rmtree(self.io_dir, ignore_errors=True)
+        self.root.rmdir()
+
     @contextmanager
-    def workspace(self) -> Iterator[Path]:
-        """A fresh, empty, size-capped /box for one job; gone (unmounted) afterwards."""
+    def workspace(self, name: str = "box") -> Iterator[Path]:
+        """A fresh, empty, size-capped directory to bind at /box; unmounted (gone) afterwards.
+
+        "box" is the job's; a custom checker gets its own ("checker") so that nothing the user's program
+        left behind is ever written through or read by it.
+        """
         settings = self._host.settings
-        mount_tmpfs(self.box, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
+        path = self.root / name
+        path.mkdir(mode=0o755, exist_ok=True)
+        if is_mount(path):
+            unmount(path)
+        mount_tmpfs(path, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
         try:
-            yield self.box
+            yield path
         finally:
-            unmount(self.box)
+            unmount(path)
+            path.rmdir()
 
     def run(self, spec: RunSpec) -> RawResult:
         return self._supervisor.run(spec)
@@ -140,6 +155,7 @@ class SandboxHost:
             sandbox = Sandbox(self, index)
             sandbox._prepare_dirs()
             yield sandbox
+            sandbox._remove_dirs()
         finally:
             os.close(fd)
 

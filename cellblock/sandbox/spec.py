@@ -39,6 +39,7 @@ class RunSpec:
     env: dict[str, str] = field(default_factory=dict)
     ro_binds: list[str] = field(default_factory=list)  # extra host paths bound read-only at the same place
     network: bool = False
+    box_dir: Path | None = None  # host dir bound at /box; the slot's own box when None
 
 
 @dataclass(frozen=True)

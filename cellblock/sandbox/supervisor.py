@@ -37,7 +37,7 @@ import select
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cellblock.errors import SandboxFailure
@@ -143,8 +143,9 @@ class Supervisor:
         info_r, info_w = os.pipe2(os.O_CLOEXEC)
         block_r, block_w = os.pipe2(os.O_CLOEXEC)
         seccomp_fd = self.seccomp.open_fd()
+        layout = self.layout if spec.box_dir is None else replace(self.layout, box_dir=spec.box_dir)
         argv = launch_argv(
-            self.layout, spec.limits, spec.argv, info_fd=info_w, block_fd=block_r, seccomp_fd=seccomp_fd,
+            layout, spec.limits, spec.argv, info_fd=info_w, block_fd=block_r, seccomp_fd=seccomp_fd,
             env=spec.env, ro_binds=spec.ro_binds, network=spec.network,
         )  # fmt: skip
         argv[0] = self.prlimit_path

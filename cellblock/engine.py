@@ -1,0 +1,194 @@
+"""A JobSpec → a JobResult: write files, compile once, run every test, check, collect output files.
+
+The engine holds one slot for the whole job. The compile step and every test run are separate sandboxed
+runs (fresh namespaces and cgroups each) over the same /box, so the tests run the binary compiled once.
+A custom checker runs in its own fresh /box in the same slot, never in the one the user's program touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cellblock.checkers import check
+from cellblock.config import Settings
+from cellblock.errors import CellblockError, InternalError
+from cellblock.files import collect_outputs, encode_output, write_files
+from cellblock.languages.registry import Language, Registry, expand
+from cellblock.models import (
+    BuiltinChecker,
+    CustomChecker,
+    JobResult,
+    JobSpec,
+    JobState,
+    Outcome,
+    StepResult,
+    TestCase,
+    TestResult,
+    Verdict,
+)
+from cellblock.sandbox.host import Sandbox, SandboxHost
+from cellblock.sandbox.spec import RawResult, RunLimits, RunSpec
+from cellblock.validation import ResolvedLimits, ValidJob, validate_job
+
+log = logging.getLogger(__name__)
+
+OUTCOME_VERDICT = {
+    Outcome.OK: Verdict.ACCEPTED,
+    Outcome.RUNTIME_ERROR: Verdict.RUNTIME_ERROR,
+    Outcome.SIGNALED: Verdict.RUNTIME_ERROR,
+    Outcome.TIME_LIMIT_CPU: Verdict.TIME_LIMIT_EXCEEDED,
+    Outcome.TIME_LIMIT_WALL: Verdict.TIME_LIMIT_EXCEEDED,
+    Outcome.MEMORY_LIMIT: Verdict.MEMORY_LIMIT_EXCEEDED,
+    Outcome.OUTPUT_LIMIT: Verdict.OUTPUT_LIMIT_EXCEEDED,
+    Outcome.INTERNAL: Verdict.INTERNAL_ERROR,
+}
+CHECKER_FILES = ("input", "expected", "actual")
+
+StepHook = Callable[[str, StepResult], None]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_step_result(raw: RawResult) -> StepResult:
+    stdout, out_enc = encode_output(raw.stdout)
+    stderr, err_enc = encode_output(raw.stderr)
+    return StepResult(
+        outcome=Outcome(raw.outcome), exit_code=raw.exit_code, signal=raw.signal, cpu_time_s=raw.cpu_time_s,
+        wall_time_s=raw.wall_time_s, memory_kib=raw.memory_kib, stdout=stdout, stderr=stderr,
+        stdout_encoding=out_enc, stderr_encoding=err_enc, stdout_truncated=raw.stdout_truncated,
+        stderr_truncated=raw.stderr_truncated, message=raw.message,
+    )  # fmt: skip
+
+
+def run_limits(limits: ResolvedLimits, language: Language, *, compiling: bool) -> RunLimits:
+    """User limits plus the language's documented overheads (threads, runtime memory)."""
+    tweaks = language.limits
+    return RunLimits(
+        cpu_time_s=limits.cpu_time_s, wall_time_s=limits.wall_time_s,
+        memory_kib=(limits.memory_mib + tweaks.extra_memory_mib) * 1024,
+        processes=limits.processes + tweaks.extra_processes,
+        output_bytes=limits.output_kib * 1024, file_size_bytes=limits.file_size_kib * 1024,
+        address_space=tweaks.compile_address_space if compiling else tweaks.address_space,
+    )  # fmt: skip
+
+
+class Engine:
+    def __init__(self, settings: Settings, registry: Registry, host: SandboxHost) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.host = host
+
+    def run(self, spec: JobSpec, *, job_id: str | None = None, on_step: StepHook | None = None) -> JobResult:
+        """Validate, then execute. User errors raise (before anything runs); program failures are verdicts."""
+        job = validate_job(spec, self.settings, self.registry)
+        result = JobResult(id=job_id or uuid.uuid4().hex, state=JobState.RUNNING, language=job.language.name,
+                           created_at=now(), started_at=now())  # fmt: skip
+        try:
+            with self.host.slot() as sandbox, sandbox.workspace() as box:
+                self._execute(job, sandbox, box, result, on_step)
+        except CellblockError as exc:
+            if not isinstance(exc, InternalError):
+                raise
+            log.error("job %s failed internally: %s", result.id, exc.message)
+            result.state, result.verdict, result.message = JobState.FAILED, Verdict.INTERNAL_ERROR, exc.message
+        result.finished_at = now()
+        return result
+
+    def _execute(self, job: ValidJob, sandbox: Sandbox, box: Path, result: JobResult, on_step: StepHook | None) -> None:
+        lang, spec = job.language, job.spec
+        write_files(box, job.files)
+        source = job.files[0][0]
+        if lang.compile is not None:
+            limits = run_limits(job.compile_limits, lang, compiling=True)
+            argv = expand(lang.compile, source=source, memory_mib=job.compile_limits.memory_mib,
+                          compile_options=spec.compile_options)  # fmt: skip
+            step = to_step_result(sandbox.run(RunSpec(argv=argv, limits=limits, env={**lang.env, **lang.compile_env},
+                                                      ro_binds=lang.ro_binds)))  # fmt: skip
+            result.compile = step
+            if on_step:
+                on_step("compile", step)
+            if step.outcome != Outcome.OK:
+                result.state, result.verdict = JobState.DONE, Verdict.COMPILATION_ERROR
+                return
+        tests = spec.tests or [TestCase(stdin=spec.stdin or "")]
+        limits = run_limits(job.run_limits, lang, compiling=False)
+        run_argv = expand(lang.run, source=source, memory_mib=job.run_limits.memory_mib, compile_options=[])
+        for index, test in enumerate(tests, start=1):
+            test_id = test.id or str(index)
+            raw = sandbox.run(RunSpec(
+                argv=run_argv + (test.args if test.args is not None else spec.args), limits=limits,
+                stdin=test.stdin.encode(), env=lang.env, ro_binds=lang.ro_binds, network=spec.network,
+            ))  # fmt: skip
+            step = to_step_result(raw)
+            if on_step:
+                on_step(test_id, step)
+            verdict, message = self._judge(job, sandbox, test, raw, step)
+            result.tests.append(TestResult(id=test_id, verdict=verdict, run=step, checker_message=message))
+            if verdict != Verdict.ACCEPTED and spec.stop_on_first_failure and index < len(tests):
+                result.message = f"stopped after test {test_id} (stop_on_first_failure)"
+                break
+        result.verdict = next((t.verdict for t in result.tests if t.verdict != Verdict.ACCEPTED), Verdict.ACCEPTED)
+        result.files = collect_outputs(box, spec.output_files, self.settings.max_output_files_kib * 1024)
+        result.state = JobState.DONE
+
+    def _judge(self, job: ValidJob, sandbox: Sandbox, test: TestCase, raw: RawResult,
+               step: StepResult) -> tuple[Verdict, str | None]:  # fmt: skip
+        verdict = OUTCOME_VERDICT[step.outcome]
+        if verdict != Verdict.ACCEPTED or test.expected_output is None:
+            return verdict, None
+        actual = raw.stdout.decode("utf-8", "replace")
+        checker = job.spec.checker
+        if isinstance(checker, BuiltinChecker):
+            ok, message = check(checker, test.expected_output, actual)
+        else:
+            ok, message = self._custom_check(job, checker, sandbox, test, raw.stdout)
+        return (Verdict.ACCEPTED if ok else Verdict.WRONG_ANSWER), message
+
+    def _custom_check(self, job: ValidJob, checker: CustomChecker, sandbox: Sandbox, test: TestCase,
+                      actual: bytes) -> tuple[bool, str | None]:  # fmt: skip
+        """Run the checker program in its own fresh box: exit 0 accepted, 1 wrong answer, else internal."""
+        lang = job.checker_language
+        assert lang is not None  # validate_job resolved it
+        with sandbox.workspace("checker") as box:
+            source = lang.main_file_name(checker.source)
+            write_files(box, [(source, checker.source.encode()), ("input", test.stdin.encode()),
+                              ("expected", (test.expected_output or "").encode()), ("actual", actual)])  # fmt: skip
+            defaults = self.settings.default_compile
+            limits = ResolvedLimits(defaults.cpu_time_s, defaults.wall_time_s, defaults.memory_mib,
+                                    defaults.processes, 64, defaults.file_size_kib)  # fmt: skip
+            if lang.compile is not None:
+                argv = expand(lang.compile, source=source, memory_mib=limits.memory_mib, compile_options=[])
+                raw = sandbox.run(RunSpec(argv=argv, limits=run_limits(limits, lang, compiling=True),
+                                          env={**lang.env, **lang.compile_env}, ro_binds=lang.ro_binds, box_dir=box))
+                if raw.outcome != Outcome.OK:
+                    raise InternalError("the custom checker does not compile: "
+                                        + raw.stderr.decode("utf-8", "replace")[:500])  # fmt: skip
+            argv = expand(lang.run, source=source, memory_mib=limits.memory_mib, compile_options=[])
+            raw = sandbox.run(RunSpec(argv=[*argv, *CHECKER_FILES], limits=run_limits(limits, lang, compiling=False),
+                                      env=lang.env, ro_binds=lang.ro_binds, box_dir=box))  # fmt: skip
+        message = raw.stdout.decode("utf-8", "replace").strip()[:1000] or None
+        if raw.outcome == Outcome.OK:
+            return True, message
+        if raw.outcome == Outcome.RUNTIME_ERROR and raw.exit_code == 1:
+            return False, message
+        raise InternalError(f"the custom checker failed ({raw.message}): {raw.stderr.decode('utf-8', 'replace')[:500]}")
+
+    def self_test(self, language: Language) -> tuple[bool, str]:
+        """Run the language's echo program through the real sandbox. (passed, reason)."""
+        stdin = language.self_test.stdin
+        spec = JobSpec(language=language.name, files=[{"name": language.source_file,  # type: ignore[list-item]
+                                                       "content": language.self_test.source}],
+                       tests=[TestCase(stdin=stdin, expected_output=stdin)], checker=BuiltinChecker(kind="exact"))  # fmt: skip
+        result = self.run(spec)
+        if result.verdict == Verdict.ACCEPTED:
+            return True, "ok"
+        step = result.compile if result.verdict == Verdict.COMPILATION_ERROR else (
+            result.tests[0].run if result.tests else None)  # fmt: skip
+        detail = (step.stderr or step.stdout or step.message or "") if step else (result.message or "")
+        return False, f"{result.verdict}: {detail.strip()[:300]}"

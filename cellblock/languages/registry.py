@@ -1,0 +1,153 @@
+"""Languages as data: one ``<name>.toml`` per language in this package, validated into `Language`.
+
+A TOML file says only how the language differs: its file name, compile and run argv, packages, limit
+tweaks and a self-test. Argv elements may use these placeholders:
+
+``{source}`` the main file's name in /box · ``{stem}`` that name without its extension ·
+``{memory_mib}`` the step's memory limit · ``{compile_options}`` (a whole element) the user's compile
+flags, spliced in as separate arguments. Run arguments are appended after the run argv.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shutil
+import subprocess
+import tomllib
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cellblock.errors import UnknownLanguage
+
+SELF_TEST_STDIN = "echo: Hello, World!\n"
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+class LanguageLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address_space: bool = Field(True, description="Set RLIMIT_AS to the memory limit (off for JVM, V8, Go…).")
+    extra_processes: int = Field(0, ge=0, description="Threads the runtime needs on top of the user's limit.")
+    extra_memory_mib: int = Field(0, ge=0, description="Runtime overhead added to the user's memory limit.")
+    compile_address_space: bool = Field(True, description="RLIMIT_AS for the compiler.")
+
+
+class SelfTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="A program that copies stdin to stdout.")
+    stdin: str = SELF_TEST_STDIN
+
+
+class Language(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    display_name: str
+    aliases: list[str] = []
+    judge0_ids: list[int] = []
+    piston_name: str | None = None
+    piston_aliases: list[str] = []
+    debian_packages: list[str]
+    version_command: list[str]
+    version_pattern: str = r"(\d+(?:\.\d+)+)"
+    source_file: str
+    source_name_pattern: str | None = Field(
+        None, description="Regex over the source whose group 1 replaces the stem of source_file (Java's class)."
+    )
+    compile: list[str] | None = None
+    run: list[str]
+    env: dict[str, str] = {}
+    compile_env: dict[str, str] = {}
+    ro_binds: list[str] = []
+    limits: LanguageLimits = LanguageLimits()
+    self_test: SelfTest
+
+    @property
+    def compiled(self) -> bool:
+        return self.compile is not None
+
+    def main_file_name(self, source: str) -> str:
+        if self.source_name_pattern:
+            match = re.search(self.source_name_pattern, source, re.MULTILINE)
+            if match:
+                return match.group(1) + Path(self.source_file).suffix
+        return self.source_file
+
+    def toolchain_binary(self) -> str:
+        return (self.compile or self.run)[0]
+
+    def installed(self) -> bool:
+        return shutil.which(self.toolchain_binary(), path=SANDBOX_PATH) is not None
+
+    def host_version(self) -> str | None:
+        """Read from the toolchain itself (trusted host binary, never user code)."""
+        if not self.installed():
+            return None
+        try:
+            done = subprocess.run(self.version_command, capture_output=True, timeout=30, check=False, env={
+                "PATH": SANDBOX_PATH, "HOME": "/nonexistent", "LANG": "C.UTF-8"})  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        match = re.search(self.version_pattern, (done.stdout + done.stderr).decode(errors="replace"))
+        return match.group(1) if match else None
+
+
+def expand(argv: list[str], *, source: str, memory_mib: int, compile_options: list[str]) -> list[str]:
+    stem = Path(source).stem
+    out: list[str] = []
+    for item in argv:
+        if item == "{compile_options}":
+            out += compile_options
+        else:
+            out.append(item.format(source=source, stem=stem, memory_mib=memory_mib))
+    return out
+
+
+class Registry:
+    """Every language we know, installed or not. Look up by name or alias, case-insensitively."""
+
+    def __init__(self, languages: list[Language]) -> None:
+        self.languages = sorted(languages, key=lambda lang: lang.name)
+        self._index: dict[str, Language] = {}
+        for lang in self.languages:
+            for key in (lang.name, *lang.aliases):
+                if key.lower() in self._index:
+                    raise ValueError(f"language name or alias {key!r} is used twice")
+                self._index[key.lower()] = lang
+
+    @classmethod
+    def load(cls, extra_dir: Path | None = None) -> Registry:
+        langs = [_parse(f.name, f.read_text()) for f in resources.files(__package__).iterdir()
+                 if f.name.endswith(".toml")]  # fmt: skip
+        if extra_dir is not None:
+            langs += [_parse(p.name, p.read_text()) for p in sorted(extra_dir.glob("*.toml"))]
+        return cls(langs)
+
+    def get(self, name: str) -> Language:
+        lang = self._index.get(name.lower())
+        if lang is None:
+            raise UnknownLanguage(self._unknown_message(name), field="language")
+        return lang
+
+    def _unknown_message(self, name: str) -> str:
+        known = sorted(self._index)
+        close = difflib.get_close_matches(name.lower(), known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"unknown language {name!r}.{hint} Known: {', '.join(lang.name for lang in self.languages)}"
+
+    @cached_property
+    def by_judge0_id(self) -> dict[int, Language]:
+        return {i: lang for lang in self.languages for i in lang.judge0_ids}
+
+
+def _parse(file_name: str, text: str) -> Language:
+    data = tomllib.loads(text)
+    lang = Language.model_validate(data)
+    if f"{lang.name}.toml" != file_name:
+        raise ValueError(f"{file_name}: the file must be named after the language ({lang.name}.toml)")
+    return lang
