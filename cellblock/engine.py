@@ -25,6 +25,7 @@ from cellblock.models import (
     JobSpec,
     JobState,
     Outcome,
+    SourceFile,
     StepResult,
     TestCase,
     TestResult,
@@ -59,23 +60,34 @@ def to_step_result(raw: RawResult) -> StepResult:
     stdout, out_enc = encode_output(raw.stdout)
     stderr, err_enc = encode_output(raw.stderr)
     return StepResult(
-        outcome=Outcome(raw.outcome), exit_code=raw.exit_code, signal=raw.signal, cpu_time_s=raw.cpu_time_s,
-        wall_time_s=raw.wall_time_s, memory_kib=raw.memory_kib, stdout=stdout, stderr=stderr,
-        stdout_encoding=out_enc, stderr_encoding=err_enc, stdout_truncated=raw.stdout_truncated,
-        stderr_truncated=raw.stderr_truncated, message=raw.message,
-    )  # fmt: skip
+        outcome=Outcome(raw.outcome),
+        exit_code=raw.exit_code,
+        signal=raw.signal,
+        cpu_time_s=raw.cpu_time_s,
+        wall_time_s=raw.wall_time_s,
+        memory_kib=raw.memory_kib,
+        stdout=stdout,
+        stderr=stderr,
+        stdout_encoding=out_enc,
+        stderr_encoding=err_enc,
+        stdout_truncated=raw.stdout_truncated,
+        stderr_truncated=raw.stderr_truncated,
+        message=raw.message,
+    )
 
 
 def run_limits(limits: ResolvedLimits, language: Language, *, compiling: bool) -> RunLimits:
     """User limits plus the language's documented overheads (threads, runtime memory)."""
     tweaks = language.limits
     return RunLimits(
-        cpu_time_s=limits.cpu_time_s, wall_time_s=limits.wall_time_s,
+        cpu_time_s=limits.cpu_time_s,
+        wall_time_s=limits.wall_time_s,
         memory_kib=(limits.memory_mib + tweaks.extra_memory_mib) * 1024,
         processes=limits.processes + tweaks.extra_processes,
-        output_bytes=limits.output_kib * 1024, file_size_bytes=limits.file_size_kib * 1024,
+        output_bytes=limits.output_kib * 1024,
+        file_size_bytes=limits.file_size_kib * 1024,
         address_space=tweaks.compile_address_space if compiling else tweaks.address_space,
-    )  # fmt: skip
+    )
 
 
 class Engine:
@@ -87,8 +99,13 @@ class Engine:
     def run(self, spec: JobSpec, *, job_id: str | None = None, on_step: StepHook | None = None) -> JobResult:
         """Validate, then execute. User errors raise (before anything runs); program failures are verdicts."""
         job = validate_job(spec, self.settings, self.registry)
-        result = JobResult(id=job_id or uuid.uuid4().hex, state=JobState.RUNNING, language=job.language.name,
-                           created_at=now(), started_at=now())  # fmt: skip
+        result = JobResult(
+            id=job_id or uuid.uuid4().hex,
+            state=JobState.RUNNING,
+            language=job.language.name,
+            created_at=now(),
+            started_at=now(),
+        )
         try:
             with self.host.slot() as sandbox, sandbox.workspace() as box:
                 self._execute(job, sandbox, box, result, on_step)
@@ -106,10 +123,17 @@ class Engine:
         source = job.files[0][0]
         if lang.compile is not None:
             limits = run_limits(job.compile_limits, lang, compiling=True)
-            argv = expand(lang.compile, source=source, memory_mib=job.compile_limits.memory_mib,
-                          compile_options=spec.compile_options)  # fmt: skip
-            step = to_step_result(sandbox.run(RunSpec(argv=argv, limits=limits, env={**lang.env, **lang.compile_env},
-                                                      ro_binds=lang.ro_binds)))  # fmt: skip
+            argv = expand(
+                lang.compile,
+                source=source,
+                memory_mib=job.compile_limits.memory_mib,
+                compile_options=spec.compile_options,
+            )
+            step = to_step_result(
+                sandbox.run(
+                    RunSpec(argv=argv, limits=limits, env={**lang.env, **lang.compile_env}, ro_binds=lang.ro_binds)
+                )
+            )
             result.compile = step
             if on_step:
                 on_step("compile", step)
@@ -121,10 +145,16 @@ class Engine:
         run_argv = expand(lang.run, source=source, memory_mib=job.run_limits.memory_mib, compile_options=[])
         for index, test in enumerate(tests, start=1):
             test_id = test.id or str(index)
-            raw = sandbox.run(RunSpec(
-                argv=run_argv + (test.args if test.args is not None else spec.args), limits=limits,
-                stdin=test.stdin.encode(), env=lang.env, ro_binds=lang.ro_binds, network=spec.network,
-            ))  # fmt: skip
+            raw = sandbox.run(
+                RunSpec(
+                    argv=run_argv + (test.args if test.args is not None else spec.args),
+                    limits=limits,
+                    stdin=test.stdin.encode(),
+                    env=lang.env,
+                    ro_binds=lang.ro_binds,
+                    network=spec.network,
+                )
+            )
             step = to_step_result(raw)
             if on_step:
                 on_step(test_id, step)
@@ -137,8 +167,9 @@ class Engine:
         result.files = collect_outputs(box, spec.output_files, self.settings.max_output_files_kib * 1024)
         result.state = JobState.DONE
 
-    def _judge(self, job: ValidJob, sandbox: Sandbox, test: TestCase, raw: RawResult,
-               step: StepResult) -> tuple[Verdict, str | None]:  # fmt: skip
+    def _judge(
+        self, job: ValidJob, sandbox: Sandbox, test: TestCase, raw: RawResult, step: StepResult
+    ) -> tuple[Verdict, str | None]:
         verdict = OUTCOME_VERDICT[step.outcome]
         if verdict != Verdict.ACCEPTED or test.expected_output is None:
             return verdict, None
@@ -150,28 +181,57 @@ class Engine:
             ok, message = self._custom_check(job, checker, sandbox, test, raw.stdout)
         return (Verdict.ACCEPTED if ok else Verdict.WRONG_ANSWER), message
 
-    def _custom_check(self, job: ValidJob, checker: CustomChecker, sandbox: Sandbox, test: TestCase,
-                      actual: bytes) -> tuple[bool, str | None]:  # fmt: skip
+    def _custom_check(
+        self, job: ValidJob, checker: CustomChecker, sandbox: Sandbox, test: TestCase, actual: bytes
+    ) -> tuple[bool, str | None]:
         """Run the checker program in its own fresh box: exit 0 accepted, 1 wrong answer, else internal."""
         lang = job.checker_language
         assert lang is not None  # validate_job resolved it
         with sandbox.workspace("checker") as box:
             source = lang.main_file_name(checker.source)
-            write_files(box, [(source, checker.source.encode()), ("input", test.stdin.encode()),
-                              ("expected", (test.expected_output or "").encode()), ("actual", actual)])  # fmt: skip
+            write_files(
+                box,
+                [
+                    (source, checker.source.encode()),
+                    ("input", test.stdin.encode()),
+                    ("expected", (test.expected_output or "").encode()),
+                    ("actual", actual),
+                ],
+            )
             defaults = self.settings.default_compile
-            limits = ResolvedLimits(defaults.cpu_time_s, defaults.wall_time_s, defaults.memory_mib,
-                                    defaults.processes, 64, defaults.file_size_kib)  # fmt: skip
+            limits = ResolvedLimits(
+                defaults.cpu_time_s,
+                defaults.wall_time_s,
+                defaults.memory_mib,
+                defaults.processes,
+                64,
+                defaults.file_size_kib,
+            )
             if lang.compile is not None:
                 argv = expand(lang.compile, source=source, memory_mib=limits.memory_mib, compile_options=[])
-                raw = sandbox.run(RunSpec(argv=argv, limits=run_limits(limits, lang, compiling=True),
-                                          env={**lang.env, **lang.compile_env}, ro_binds=lang.ro_binds, box_dir=box))
+                raw = sandbox.run(
+                    RunSpec(
+                        argv=argv,
+                        limits=run_limits(limits, lang, compiling=True),
+                        env={**lang.env, **lang.compile_env},
+                        ro_binds=lang.ro_binds,
+                        box_dir=box,
+                    )
+                )
                 if raw.outcome != Outcome.OK:
-                    raise InternalError("the custom checker does not compile: "
-                                        + raw.stderr.decode("utf-8", "replace")[:500])  # fmt: skip
+                    raise InternalError(
+                        "the custom checker does not compile: " + raw.stderr.decode("utf-8", "replace")[:500]
+                    )
             argv = expand(lang.run, source=source, memory_mib=limits.memory_mib, compile_options=[])
-            raw = sandbox.run(RunSpec(argv=[*argv, *CHECKER_FILES], limits=run_limits(limits, lang, compiling=False),
-                                      env=lang.env, ro_binds=lang.ro_binds, box_dir=box))  # fmt: skip
+            raw = sandbox.run(
+                RunSpec(
+                    argv=[*argv, *CHECKER_FILES],
+                    limits=run_limits(limits, lang, compiling=False),
+                    env=lang.env,
+                    ro_binds=lang.ro_binds,
+                    box_dir=box,
+                )
+            )
         message = raw.stdout.decode("utf-8", "replace").strip()[:1000] or None
         if raw.outcome == Outcome.OK:
             return True, message
@@ -182,13 +242,19 @@ class Engine:
     def self_test(self, language: Language) -> tuple[bool, str]:
         """Run the language's echo program through the real sandbox. (passed, reason)."""
         stdin = language.self_test.stdin
-        spec = JobSpec(language=language.name, files=[{"name": language.source_file,  # type: ignore[list-item]
-                                                       "content": language.self_test.source}],
-                       tests=[TestCase(stdin=stdin, expected_output=stdin)], checker=BuiltinChecker(kind="exact"))  # fmt: skip
+        spec = JobSpec(
+            language=language.name,
+            files=[SourceFile(name=language.source_file, content=language.self_test.source)],
+            tests=[TestCase(stdin=stdin, expected_output=stdin)],
+            checker=BuiltinChecker(kind="exact"),
+        )
         result = self.run(spec)
         if result.verdict == Verdict.ACCEPTED:
             return True, "ok"
-        step = result.compile if result.verdict == Verdict.COMPILATION_ERROR else (
-            result.tests[0].run if result.tests else None)  # fmt: skip
+        step = (
+            result.compile
+            if result.verdict == Verdict.COMPILATION_ERROR
+            else (result.tests[0].run if result.tests else None)
+        )
         detail = (step.stderr or step.stdout or step.message or "") if step else (result.message or "")
         return False, f"{result.verdict}: {detail.strip()[:300]}"

@@ -32,7 +32,7 @@ def validate_relative_path(name: str, field: str, *, allow_glob: bool = False) -
         problem = f"is longer than {MAX_PATH_BYTES} bytes"
     else:
         parts = PurePosixPath(name).parts
-        if any(p == ".." for p in parts) or name.split("/")[-1] in ("", "."):
+        if any(p == ".." for p in parts) or name.rsplit("/", 1)[-1] in ("", "."):
             problem = "may not contain '..' or end in '/' or '.'"
         elif any(len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for p in parts):
             problem = f"has a part longer than {MAX_NAME_BYTES} bytes"
@@ -104,6 +104,7 @@ def collect_outputs(box: Path, patterns: list[str], cap_bytes: int) -> list[Outp
             data, size = found
             budget -= len(data)
             text, encoding = encode_output(data)
-            out.append(OutputFile(name=relative, content=text, encoding=encoding, size=size,
-                                  truncated=len(data) < size))  # fmt: skip
+            out.append(
+                OutputFile(name=relative, content=text, encoding=encoding, size=size, truncated=len(data) < size)
+            )
     return out

@@ -43,8 +43,9 @@ def resolve_limits(requested: Limits, default: LimitBounds, maximum: LimitBounds
         value = getattr(requested, name)
         top = getattr(maximum, name)
         if value is not None and value > top:
-            raise LimitAboveMaximum(f"{field}.{name}={value} is above the server's maximum {top}",
-                                    field=f"{field}.{name}")  # fmt: skip
+            raise LimitAboveMaximum(
+                f"{field}.{name}={value} is above the server's maximum {top}", field=f"{field}.{name}"
+            )
         values[name] = value if value is not None else getattr(default, name)
     return ResolvedLimits(**values)
 
@@ -59,8 +60,9 @@ def _validate_files(spec: JobSpec, language: Language, settings: Settings) -> li
         total += len(data)
         if index == 0:
             if not data.strip():
-                raise ValidationFailed("files[0].content is empty: there is no program to run",
-                                       field="files[0].content")  # fmt: skip
+                raise ValidationFailed(
+                    "files[0].content is empty: there is no program to run", field="files[0].content"
+                )
             name = language.main_file_name(data.decode("utf-8", "replace"))
         else:
             name = file.name
@@ -69,8 +71,9 @@ def _validate_files(spec: JobSpec, language: Language, settings: Settings) -> li
         names.add(name)
         out.append((name, data))
     if total > settings.max_source_kib * 1024:
-        raise ValidationFailed(f"files add up to {total} bytes, above the {settings.max_source_kib} KiB cap",
-                               field="files")  # fmt: skip
+        raise ValidationFailed(
+            f"files add up to {total} bytes, above the {settings.max_source_kib} KiB cap", field="files"
+        )
     return out
 
 
@@ -94,9 +97,12 @@ def validate_job(spec: JobSpec, settings: Settings, registry: Registry) -> Valid
         if not spec.checker.source.strip():
             raise ValidationFailed("checker.source is empty", field="checker.source")
     return ValidJob(
-        spec=spec, language=language, files=files,
+        spec=spec,
+        language=language,
+        files=files,
         run_limits=resolve_limits(spec.limits, settings.default_run, settings.max_run, "limits"),
-        compile_limits=resolve_limits(spec.compile_limits, settings.default_compile, settings.max_compile,
-                                      "compile_limits"),
+        compile_limits=resolve_limits(
+            spec.compile_limits, settings.default_compile, settings.max_compile, "compile_limits"
+        ),
         checker_language=checker_language,
-    )  # fmt: skip
+    )

@@ -89,8 +89,13 @@ class Language(BaseModel):
         if not self.installed():
             return None
         try:
-            done = subprocess.run(self.version_command, capture_output=True, timeout=30, check=False, env={
-                "PATH": SANDBOX_PATH, "HOME": "/nonexistent", "LANG": "C.UTF-8"})  # fmt: skip
+            done = subprocess.run(
+                self.version_command,
+                capture_output=True,
+                timeout=30,
+                check=False,
+                env={"PATH": SANDBOX_PATH, "HOME": "/nonexistent", "LANG": "C.UTF-8"},
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         match = re.search(self.version_pattern, (done.stdout + done.stderr).decode(errors="replace"))
@@ -122,8 +127,9 @@ class Registry:
 
     @classmethod
     def load(cls, extra_dir: Path | None = None) -> Registry:
-        langs = [_parse(f.name, f.read_text()) for f in resources.files(__package__).iterdir()
-                 if f.name.endswith(".toml")]  # fmt: skip
+        langs = [
+            _parse(f.name, f.read_text()) for f in resources.files(__package__).iterdir() if f.name.endswith(".toml")
+        ]
         if extra_dir is not None:
             langs += [_parse(p.name, p.read_text()) for p in sorted(extra_dir.glob("*.toml"))]
         return cls(langs)

@@ -110,7 +110,12 @@ def launch_argv(
     if not program:
         raise ValueError("empty program argv")
     bwrap = bwrap_args(
-        layout, info_fd=info_fd, block_fd=block_fd, seccomp_fd=seccomp_fd, env=env, ro_binds=ro_binds,
+        layout,
+        info_fd=info_fd,
+        block_fd=block_fd,
+        seccomp_fd=seccomp_fd,
+        env=env,
+        ro_binds=ro_binds,
         network=network,
     )
     return ["prlimit", *rlimit_args(limits), "--", *bwrap, "--", *program]

@@ -16,6 +16,7 @@ Removal retries EBUSY: on v1 a cgroup stays busy for a moment while killed tasks
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -64,10 +65,8 @@ def _kill_pids(procs_file: Path) -> bool:
     except FileNotFoundError:
         return True
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return not pids
 
 

@@ -43,7 +43,7 @@ def prerequisite_problems(settings: Settings) -> list[str]:
         from cellblock.sandbox.seccomp import build_bpf
 
         build_bpf()
-    except Exception as exc:  # noqa: BLE001 - any failure here means "no seccomp", which we must refuse
+    except Exception as exc:  # any failure here means "no seccomp", which we must refuse
         problems.append(f"cannot build the seccomp filter ({exc}): apt-get install libseccomp2")
     return problems
 
@@ -60,8 +60,10 @@ def _userns_problems() -> list[str]:
             continue
     restrict = Path("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
     if restrict.exists() and restrict.read_text().strip() == "1":
-        return ["AppArmor restricts unprivileged user namespaces: sysctl -w "
-                "kernel.apparmor_restrict_unprivileged_userns=0 (or an AppArmor profile for bwrap)"]
+        return [
+            "AppArmor restricts unprivileged user namespaces: sysctl -w "
+            "kernel.apparmor_restrict_unprivileged_userns=0 (or an AppArmor profile for bwrap)"
+        ]
     return []
 
 
@@ -77,10 +79,17 @@ class Sandbox:
         self._host = host
         self._supervisor = Supervisor(
             SlotIdentity(name=f"slot{index}", uid=self.uid, gid=self.uid, io_dir=self.io_dir),
-            BwrapLayout(bwrap=host.bwrap, box_dir=self.box, etc_dir=host.etc_dir,
-                        tmp_size_bytes=host.settings.tmp_size_mib * 1024 * 1024),
-            host.cgroups, host.seccomp, host.prlimit, host.settings.poll_interval_s,
-        )  # fmt: skip
+            BwrapLayout(
+                bwrap=host.bwrap,
+                box_dir=self.box,
+                etc_dir=host.etc_dir,
+                tmp_size_bytes=host.settings.tmp_size_mib * 1024 * 1024,
+            ),
+            host.cgroups,
+            host.seccomp,
+            host.prlimit,
+            host.settings.poll_interval_s,
+        )
 
     def _prepare_dirs(self) -> None:
         for path, mode in ((self.root, 0o711), (self.io_dir, 0o700)):
@@ -126,7 +135,8 @@ class SandboxHost:
         problems = prerequisite_problems(settings)
         if problems:
             raise SandboxUnavailable(
-                "refusing to run code, the sandbox cannot be set up:\n  - " + "\n  - ".join(problems)
+                "refusing to run code, the sandbox cannot be set up:\n  - "
+                + "\n  - ".join(problems)
                 + "\nRun `cellblock doctor` for details."
             )
         self.settings = settings

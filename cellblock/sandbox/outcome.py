@@ -49,18 +49,20 @@ def signal_name(number: int) -> str:
         return f"SIG{number}"
 
 
-def decide(obs: Observation) -> Decision:
+def decide(obs: Observation) -> Decision:  # noqa: PLR0911 - one return per rung of the ladder
     code = obs.exit_code
     if obs.wall_timer_fired:
         return Decision("time_limit_wall", None, "SIGKILL", "wall-clock time limit exceeded")
     if obs.cpu_time_s >= obs.cpu_limit_s or code == SIGXCPU_EXIT:
-        return Decision("time_limit_cpu", None, "SIGKILL" if code != SIGXCPU_EXIT else "SIGXCPU",
-                        "CPU time limit exceeded")
+        return Decision(
+            "time_limit_cpu", None, "SIGKILL" if code != SIGXCPU_EXIT else "SIGXCPU", "CPU time limit exceeded"
+        )
     if obs.oom_kills > 0:
         return Decision("memory_limit", None, "SIGKILL", "memory limit exceeded")
     if code == SIGXFSZ_EXIT or obs.output_over_cap or obs.killed_for_output:
-        return Decision("output_limit", None, "SIGXFSZ" if code == SIGXFSZ_EXIT else None,
-                        "output or file size limit exceeded")
+        return Decision(
+            "output_limit", None, "SIGXFSZ" if code == SIGXFSZ_EXIT else None, "output or file size limit exceeded"
+        )
     if code >= 128:
         name = signal_name(code - 128)
         return Decision("signaled", None, name, f"killed by {name}")

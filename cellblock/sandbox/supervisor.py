@@ -31,6 +31,7 @@ reused for anything else in that job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -85,10 +86,8 @@ def _read_info(fd: int) -> int | None:
 
 
 def _killpg(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _read_capped(path: Path, cap: int) -> tuple[bytes, bool]:
@@ -145,16 +144,31 @@ class Supervisor:
         seccomp_fd = self.seccomp.open_fd()
         layout = self.layout if spec.box_dir is None else replace(self.layout, box_dir=spec.box_dir)
         argv = launch_argv(
-            layout, spec.limits, spec.argv, info_fd=info_w, block_fd=block_r, seccomp_fd=seccomp_fd,
-            env=spec.env, ro_binds=spec.ro_binds, network=spec.network,
-        )  # fmt: skip
+            layout,
+            spec.limits,
+            spec.argv,
+            info_fd=info_w,
+            block_fd=block_r,
+            seccomp_fd=seccomp_fd,
+            env=spec.env,
+            ro_binds=spec.ro_binds,
+            network=spec.network,
+        )
         argv[0] = self.prlimit_path
         try:
             proc = subprocess.Popen(
-                argv, stdin=stdin_fd, stdout=stdout_fd, stderr=stderr_fd, pass_fds=(info_w, block_r, seccomp_fd),
-                user=self.identity.uid, group=self.identity.gid, extra_groups=[], process_group=0, env={},
+                argv,
+                stdin=stdin_fd,
+                stdout=stdout_fd,
+                stderr=stderr_fd,
+                pass_fds=(info_w, block_r, seccomp_fd),
+                user=self.identity.uid,
+                group=self.identity.gid,
+                extra_groups=[],
+                process_group=0,
+                env={},
                 close_fds=True,
-            )  # fmt: skip
+            )
         finally:
             for fd in (info_w, block_r, seccomp_fd, stdin_fd):
                 os.close(fd)
@@ -162,18 +176,22 @@ class Supervisor:
             return self._supervise(proc, cgroup, spec, info_r, block_w, stdout_fd, stderr_fd)
         finally:
             for fd in (info_r, block_w, stdout_fd, stderr_fd):
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
             if proc.poll() is None:
                 _killpg(proc.pid)
                 proc.wait()
 
     def _supervise(
-        self, proc: subprocess.Popen[bytes], cgroup: RunCgroup, spec: RunSpec,
-        info_r: int, block_w: int, stdout_fd: int, stderr_fd: int,
-    ) -> RawResult:  # fmt: skip
+        self,
+        proc: subprocess.Popen[bytes],
+        cgroup: RunCgroup,
+        spec: RunSpec,
+        info_r: int,
+        block_w: int,
+        stdout_fd: int,
+        stderr_fd: int,
+    ) -> RawResult:
         child_pid = _read_info(info_r)
         if child_pid is None:
             proc.wait()
@@ -192,23 +210,38 @@ class Supervisor:
         cpu_s = stats.cpu_time_ns / 1e9
         decision = decide(
             Observation(
-                exit_code=exit_code, wall_timer_fired=watch.wall_fired,
+                exit_code=exit_code,
+                wall_timer_fired=watch.wall_fired,
                 cpu_time_s=cpu_s if not watch.cpu_fired else max(cpu_s, spec.limits.cpu_time_s),
-                cpu_limit_s=spec.limits.cpu_time_s, oom_kills=stats.oom_kills,
-                output_over_cap=out_trunc or err_trunc, killed_for_output=watch.killed_for_output,
+                cpu_limit_s=spec.limits.cpu_time_s,
+                oom_kills=stats.oom_kills,
+                output_over_cap=out_trunc or err_trunc,
+                killed_for_output=watch.killed_for_output,
             )
-        )  # fmt: skip
+        )
         return RawResult(
-            outcome=decision.outcome, exit_code=decision.exit_code, signal=decision.signal,
-            cpu_time_s=round(cpu_s, 6), wall_time_s=round(ended - started, 6),
-            memory_kib=stats.memory_peak_bytes // 1024, stdout=stdout, stderr=stderr,
-            stdout_truncated=out_trunc, stderr_truncated=err_trunc, message=decision.message,
-        )  # fmt: skip
+            outcome=decision.outcome,
+            exit_code=decision.exit_code,
+            signal=decision.signal,
+            cpu_time_s=round(cpu_s, 6),
+            wall_time_s=round(ended - started, 6),
+            memory_kib=stats.memory_peak_bytes // 1024,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_truncated=out_trunc,
+            stderr_truncated=err_trunc,
+            message=decision.message,
+        )
 
     def _watch(
-        self, proc: subprocess.Popen[bytes], cgroup: RunCgroup, spec: RunSpec, started: float,
-        stdout_fd: int, stderr_fd: int,
-    ) -> tuple[_Watch, float]:  # fmt: skip
+        self,
+        proc: subprocess.Popen[bytes],
+        cgroup: RunCgroup,
+        spec: RunSpec,
+        started: float,
+        stdout_fd: int,
+        stderr_fd: int,
+    ) -> tuple[_Watch, float]:
         """Wait for exit, enforcing total CPU, wall time and output size. Returns when bwrap has exited."""
         limits = spec.limits
         cpu_limit_ns = int(limits.cpu_time_s * 1e9)

@@ -1,0 +1,56 @@
+"""Cellblock: run untrusted code in many languages inside a Linux sandbox.
+
+The public surface is below; everything else is internal and may change.
+"""
+
+from cellblock.config import Settings
+from cellblock.errors import (
+    CellblockError,
+    InternalError,
+    LimitAboveMaximum,
+    SandboxFailure,
+    SandboxUnavailable,
+    UnknownLanguage,
+    UserError,
+    ValidationFailed,
+)
+from cellblock.models import (
+    BuiltinChecker,
+    CustomChecker,
+    JobResult,
+    JobSpec,
+    JobState,
+    Limits,
+    Outcome,
+    OutputFile,
+    SourceFile,
+    StepResult,
+    TestCase,
+    TestResult,
+    Verdict,
+)
+
+__all__ = [
+    "BuiltinChecker",
+    "CellblockError",
+    "CustomChecker",
+    "InternalError",
+    "JobResult",
+    "JobSpec",
+    "JobState",
+    "LimitAboveMaximum",
+    "Limits",
+    "Outcome",
+    "OutputFile",
+    "SandboxFailure",
+    "SandboxUnavailable",
+    "Settings",
+    "SourceFile",
+    "StepResult",
+    "TestCase",
+    "TestResult",
+    "UnknownLanguage",
+    "UserError",
+    "ValidationFailed",
+    "Verdict",
+]

@@ -1,0 +1,208 @@
+"""The `cellblock` command: exec (run one program locally through the sandbox), languages, doctor.
+
+Exit codes: 0 accepted / all good; 1 the program was not accepted; 2 the request was wrong (bad input);
+3 the sandbox or Cellblock itself failed (nothing was judged).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from cellblock.config import Settings
+from cellblock.errors import CellblockError, InternalError, SandboxUnavailable, UserError
+from cellblock.models import JobResult, JobSpec, Verdict
+
+EXIT_NOT_ACCEPTED, EXIT_USER_ERROR, EXIT_INTERNAL = 1, 2, 3
+
+
+def _fail(error: CellblockError) -> None:
+    field = f" [{error.field}]" if error.field else ""
+    click.echo(f"error{field}: {error.message}", err=True)
+    sys.exit(EXIT_USER_ERROR if isinstance(error, UserError) else EXIT_INTERNAL)
+
+
+@click.group()
+@click.version_option(package_name="cellblock")
+def main() -> None:
+    """Cellblock: run untrusted code in many languages inside a Linux sandbox."""
+
+
+def _language_for(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    from cellblock.languages.registry import Registry
+
+    by_suffix: dict[str, str] = {}
+    for lang in Registry.load().languages:
+        by_suffix.setdefault(Path(lang.source_file).suffix, lang.name)
+    name = by_suffix.get(path.suffix)
+    if name is None:
+        raise UserError(f"cannot tell the language of {path.name} from its extension; pass --lang", field="lang")
+    return name
+
+
+def _read_text(path: Path, field: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not valid UTF-8 (byte {exc.start})", field=field) from exc
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}", field=field) from exc
+
+
+def _load_tests(path: Path) -> list[Any]:
+    try:
+        data = json.loads(_read_text(path, "tests"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}", field="tests") from exc
+    tests = data.get("tests") if isinstance(data, dict) else data
+    if not isinstance(tests, list):
+        raise UserError(f'{path} must hold a list of tests or {{"tests": [...]}}', field="tests")
+    return tests
+
+
+def _summary(result: JobResult) -> str:
+    lines = [f"verdict: {result.verdict}  ({result.language})"]
+    if result.compile is not None and result.verdict == Verdict.COMPILATION_ERROR:
+        lines.append(
+            "compile output:\n"
+            + (result.compile.stderr or result.compile.stdout or result.compile.message or "").rstrip()
+        )
+    for test in result.tests:
+        run = test.run
+        if run is None:
+            continue
+        status = f"exit {run.exit_code}" if run.signal is None else run.signal
+        lines.append(
+            f"test {test.id}: {test.verdict}  cpu {run.cpu_time_s:.3f}s  wall {run.wall_time_s:.3f}s  "
+            f"mem {run.memory_kib} KiB  {status}" + (f"  ({run.message})" if run.message else "")
+        )
+        if test.checker_message:
+            lines.append(f"  checker: {test.checker_message}")
+        if len(result.tests) == 1:
+            binary = run.stdout_encoding != "utf8"
+            lines.append("<binary stdout, see --json>" if binary else run.stdout.rstrip("\n"))
+            if run.stderr:
+                lines.append("stderr:\n" + run.stderr.rstrip("\n"))
+    if result.message:
+        lines.append(result.message)
+    return "\n".join(lines)
+
+
+@main.command("exec")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--lang", "lang", help="Language name or alias (default: from the file extension).")
+@click.option("--stdin", "stdin_file", type=click.Path(path_type=Path, dir_okay=False), help="File to use as stdin.")
+@click.option(
+    "--tests",
+    "tests_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='JSON: [{"stdin": "...", "expected_output": "..."}, ...]',
+)
+@click.option("--cpu-time", type=float, help="CPU time limit per test, seconds.")
+@click.option("--wall-time", type=float, help="Wall time limit per test, seconds.")
+@click.option("--memory", type=int, help="Memory limit per test, MiB.")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly the JobResult JSON.")
+def exec_command(
+    file: Path,
+    lang: str | None,
+    stdin_file: Path | None,
+    tests_file: Path | None,
+    cpu_time: float | None,
+    wall_time: float | None,
+    memory: int | None,
+    as_json: bool,
+) -> None:
+    """Run FILE once through the sandbox, here, without a server. Exit 0 only when accepted."""
+    try:
+        result = _exec(
+            file, lang, stdin_file, tests_file, {"cpu_time_s": cpu_time, "wall_time_s": wall_time, "memory_mib": memory}
+        )
+    except CellblockError as exc:
+        _fail(exc)
+        return
+    click.echo(result.model_dump_json(indent=2) if as_json else _summary(result))
+    sys.exit(0 if result.verdict == Verdict.ACCEPTED else EXIT_NOT_ACCEPTED)
+
+
+def _exec(
+    file: Path, lang: str | None, stdin_file: Path | None, tests_file: Path | None, limits: dict[str, Any]
+) -> JobResult:
+    from cellblock.engine import Engine
+    from cellblock.languages.registry import Registry
+    from cellblock.sandbox.host import SandboxHost
+
+    fields: dict[str, Any] = {
+        "language": _language_for(file, lang),
+        "files": [{"name": file.name, "content": _read_text(file, "files[0].content")}],
+        "limits": {k: v for k, v in limits.items() if v is not None},
+    }
+    if stdin_file is not None:
+        fields["stdin"] = _read_text(stdin_file, "stdin")
+    if tests_file is not None:
+        fields["tests"] = _load_tests(tests_file)
+    try:
+        spec = JobSpec.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(first["msg"], field=".".join(str(p) for p in first["loc"])) from exc
+    settings = Settings()
+    return Engine(settings, Registry.load(), SandboxHost(settings)).run(spec)
+
+
+@main.command("languages")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--no-self-test", is_flag=True, help="Only list; don't run the self-tests.")
+def languages_command(as_json: bool, no_self_test: bool) -> None:
+    """List every language with its version and self-test result."""
+    from cellblock.languages.registry import Registry
+
+    settings = Settings()
+    registry = Registry.load()
+    engine = None
+    if not no_self_test:
+        try:
+            from cellblock.engine import Engine
+            from cellblock.sandbox.host import SandboxHost
+
+            engine = Engine(settings, registry, SandboxHost(settings))
+        except SandboxUnavailable as exc:
+            _fail(exc)
+    rows = []
+    for lang in registry.languages:
+        version = lang.host_version()
+        status = "not installed: apt-get install " + " ".join(lang.debian_packages) if version is None else "-"
+        if version is not None and engine is not None:
+            try:
+                passed, reason = engine.self_test(lang)
+            except InternalError as exc:
+                passed, reason = False, exc.message
+            status = "self-test ok" if passed else f"self-test FAILED: {reason}"
+        rows.append(
+            {
+                "name": lang.name,
+                "display_name": lang.display_name,
+                "version": version,
+                "judge0_ids": lang.judge0_ids,
+                "status": status,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<12} {row['version'] or '-':<10} {row['display_name']:<24} {row['status']}")
+
+
+@main.command("doctor")
+def doctor_command() -> None:
+    """Check every prerequisite of the sandbox and each toolchain; say how to fix what is missing."""
+    from cellblock.doctor import run_doctor
+
+    sys.exit(run_doctor(Settings(), click.echo))
