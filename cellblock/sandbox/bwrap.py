@@ -52,7 +52,7 @@ def rlimit_args(limits: RunLimits) -> list[str]:
         "--core=0",
     ]
     if limits.address_space:
-        args.append(f"--as={limits.memory_kib * 1024}")
+        args.append(f"--as={limits.address_space_bytes}")
     return args
 
 

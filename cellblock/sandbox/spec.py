@@ -21,6 +21,16 @@ class RunLimits:
     address_space: bool = True  # RLIMIT_AS = memory limit; off for JVM, Node, Go, .NET, GHC
 
     @property
+    def address_space_bytes(self) -> int:
+        """RLIMIT_AS is a backstop, not the memory limit: the cgroup is (and its OOM counter gives MLE).
+
+        Twice the limit plus 64 MiB leaves room for the loader, shared libraries and allocator arenas (an
+        AS equal to the limit stops bwrap itself from loading libc under small limits), while an absurd
+        single allocation still fails at once instead of being overcommitted.
+        """
+        return 2 * self.memory_kib * 1024 + (64 << 20)
+
+    @property
     def fsize_bytes(self) -> int:
         """RLIMIT_FSIZE covers every file the program writes, including our stdout/stderr files.
 
