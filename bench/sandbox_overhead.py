@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier, Lock
@@ -38,11 +38,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cellblock.config import Settings  # noqa: E402
-from cellblock.sandbox import cgroups as cg  # noqa: E402
-from cellblock.sandbox import supervisor as sup  # noqa: E402
-from cellblock.sandbox.host import Sandbox, SandboxHost  # noqa: E402
-from cellblock.sandbox.spec import RunLimits, RunSpec  # noqa: E402
+from cellblock.config import Settings
+from cellblock.sandbox import cgroups as cg
+from cellblock.sandbox import supervisor as sup
+from cellblock.sandbox.bwrap import BwrapLayout, launch_argv
+from cellblock.sandbox.host import Sandbox, SandboxHost
+from cellblock.sandbox.seccomp import SeccompProgram
+from cellblock.sandbox.spec import RunLimits, RunSpec
 
 HELLO_C = '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n'
 PYTHON = "/usr/bin/python3"
@@ -73,11 +75,12 @@ class Runner:
         self._stack = contextlib.ExitStack()
         self.host = SandboxHost(settings)
         self.sandbox: Sandbox = self._stack.enter_context(self.host.slot())
-        box = self._stack.enter_context(self.sandbox.workspace())
-        shutil.copy2(binary, box / "hello")
-        os.chown(box / "hello", self.sandbox.uid, self.sandbox.uid)
+        self.box: Path = self._stack.enter_context(self.sandbox.workspace())
+        shutil.copy2(binary, self.box / "hello")
+        os.chown(self.box / "hello", self.sandbox.uid, self.sandbox.uid)
         self.binary = binary
         self.failures: dict[str, int] = defaultdict(int)
+        self.reported: dict[str, list[tuple[float, float, int]]] = defaultdict(list)  # (wall s, cpu s, KiB)
         self.specs = {
             "c": RunSpec(argv=["./hello"], limits=LIMITS),
             "py": RunSpec(argv=["python3", "-c", "print(1)"], limits=LIMITS),
@@ -96,6 +99,7 @@ class Runner:
             raw = self.sandbox.run(self.specs[lang])
             elapsed = time.perf_counter() - started
             ok = raw.outcome == "ok" and raw.stdout == EXPECTED[lang]
+            self.reported[variant].append((raw.wall_time_s, raw.cpu_time_s, raw.memory_kib))
         if not ok:
             self.failures[variant] += 1
         return elapsed
@@ -118,7 +122,7 @@ class Summary:
 
 def summarize(seconds: list[float]) -> Summary:
     ordered = sorted(seconds)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return Summary(
         median_ms=statistics.median(ordered) * 1000, p95_ms=p95 * 1000,
         mean_ms=statistics.fmean(ordered) * 1000, runs_per_s=len(ordered) / sum(ordered), n=len(ordered),
@@ -147,8 +151,9 @@ def sequential(runner: Runner, runs: int, warmup: int) -> dict[str, Summary]:
 
 
 def _worker(
-    settings: Settings, binary: Path, conn: Connection, init_lock: Lock, barrier: Barrier
+    settings: Settings, binary: Path, conn: Connection, init_lock: Lock, barrier: Barrier, ballast_mib: int
 ) -> None:  # fmt: skip
+    ballast = bytearray(ballast_mib << 20)  # noqa: F841 - held (and touched) for the process's lifetime
     with init_lock:  # hosts rewrite the shared etc/ and seccomp files at start: one at a time
         runner = Runner(settings, binary)
     try:
@@ -168,7 +173,7 @@ def _worker(
 
 
 def parallel(
-    settings: Settings, binary: Path, runners: int, runs: int, warmup: int, batch: int
+    settings: Settings, binary: Path, runners: int, runs: int, warmup: int, batch: int, ballast_mib: int
 ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, int]]:  # fmt: skip
     """runs/s per variant over all batches, the per-batch rates, and failures (summed over runners)."""
     ctx = mp.get_context("spawn")
@@ -177,14 +182,14 @@ def parallel(
     conns, procs = [], []
     for _ in range(runners):
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(settings, binary, child, init_lock, barrier))
+        proc = ctx.Process(target=_worker, args=(settings, binary, child, init_lock, barrier, ballast_mib))
         proc.start()
         conns.append(parent)
         procs.append(proc)
     for conn in conns:
         conn.recv()
 
-    def batch_rate(variant: str, count: int) -> tuple[float, float, dict[str, int]]:
+    def batch_rate(variant: str, count: int) -> tuple[int, float, dict[str, int]]:
         for conn in conns:
             conn.send((variant, count))
         replies = [conn.recv() for conn in conns]
@@ -248,13 +253,13 @@ def profile(runner: Runner, runs: int, lang: str) -> None:
     points: list[tuple[Any, str, str]] = [
         (type(runner.host.cgroups), "create", "cgroup create (mkdir + limits)"),
         (sup.Supervisor, "_open_io", "open stdin/stdout/stderr files"),
-        (sup.SeccompProgram, "open_fd", "open seccomp fd"),
+        (SeccompProgram, "open_fd", "open seccomp fd"),
         (sup, "launch_argv", "build argv"),
-        (sup.subprocess.Popen, "__init__", "Popen (fork + exec prlimit)"),
+        (subprocess.Popen, "__init__", "Popen (fork + exec prlimit)"),
         (sup, "_read_info", "wait for bwrap setup (info fd)"),
         (run_cls, "attach", "attach pid to cgroups"),
         (sup.Supervisor, "_watch", "program runs (watch until bwrap exits)"),
-        (sup.subprocess.Popen, "wait", "Popen.wait (reap)"),
+        (subprocess.Popen, "wait", "Popen.wait (reap)"),
         (run_cls, "stats", "read cgroup stats"),
         (run_cls, "kill_all", "kill_all (also inside remove)"),
         (sup, "_read_capped", "read stdout/stderr"),
@@ -276,24 +281,68 @@ def profile(runner: Runner, runs: int, lang: str) -> None:
         values = table.get(label, [])
         if values:
             print(f"  {label:<42} {statistics.median(values) * 1000:8.3f}   x{len(values) / runs:.1f}")
-    print("Components measured alone (median ms of 100):")
-    components = {
-        "subprocess.run(['true'])": lambda: subprocess.run(["true"], check=False),
-        "subprocess.run(['prlimit', ..., '--', 'true'])": lambda: subprocess.run(
-            ["prlimit", "--cpu=3:4", "--fsize=1000", "--nofile=64", "--stack=8388608", "--core=0",
-             "--as=268435456", "--", "true"], check=False),  # fmt: skip
-        "cgroup create + remove (empty)": lambda: runner.host.cgroups.create(
-            "bench-probe", "probe", 1 << 28, 65).remove(),  # fmt: skip
-    }
-    for label, action in components.items():
-        samples = []
-        for _ in range(100):
-            started = time.perf_counter()
-            action()
-            samples.append(time.perf_counter() - started)
-        print(f"  {label:<48} {statistics.median(samples) * 1000:8.3f}")
     runner.host.cgroups.sweep_slot("bench-probe")
     _remove_probe_parent(runner.host)
+
+
+def _strip(argv: list[str], option: str, values: int) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == option:
+            i += 1 + values
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def components(runner: Runner, runs: int) -> None:
+    """The pieces of a launch, each alone: what a fork with a uid change, an exec, bwrap itself cost."""
+    host, uid = runner.host, runner.sandbox.uid
+    layout = BwrapLayout(bwrap=host.bwrap, box_dir=runner.box, etc_dir=host.etc_dir,
+                         tmp_size_bytes=host.settings.tmp_size_mib << 20)  # fmt: skip
+    seccomp_fd = host.seccomp.open_fd()
+    os.set_inheritable(seccomp_fd, True)
+    full = launch_argv(layout, LIMITS, ["./hello"], info_fd=98, block_fd=99, seccomp_fd=seccomp_fd, env={},
+                       ro_binds=[], network=False)  # fmt: skip
+    full = _strip(_strip(full, "--info-fd", 1), "--block-fd", 1)
+    full[0] = host.prlimit
+    prlimit = full[: full.index("--") + 1]
+    bwrap = full[full.index("--") + 1 :]
+    as_slot: dict[str, Any] = {"user": uid, "group": uid, "extra_groups": []}
+    setpriv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    hello = str(runner.binary)
+    cases: list[tuple[str, list[str], dict[str, Any]]] = [
+        ("bare hello, Popen (vfork)", [hello], {}),
+        ("bare hello, Popen(user=, group=, extra_groups=) (fork)", [hello], as_slot),
+        ("setpriv -> hello (vfork + 1 exec)", [*setpriv, hello], {}),
+        ("prlimit -> hello as slot uid (fork + 1 exec)", [*prlimit, hello], as_slot),
+        ("prlimit -> setpriv -> hello (vfork + 2 execs)", [*prlimit, *setpriv, hello], {}),
+        ("bwrap (our argv) -> hello, as slot uid", bwrap, as_slot),
+        ("prlimit -> bwrap -> hello, as slot uid (= the launch)", full, as_slot),
+        ("bwrap without --unshare-net", _strip(bwrap, "--unshare-net", 0), as_slot),
+        ("bwrap without --seccomp", _strip(bwrap, "--seccomp", 1), as_slot),
+    ]
+    samples: dict[str, list[float]] = defaultdict(list)
+    try:
+        for _ in range(runs):
+            for label, argv, kwargs in cases:
+                os.lseek(seccomp_fd, 0, os.SEEK_SET)
+                started = time.perf_counter()
+                done = subprocess.run(argv, capture_output=True, pass_fds=(seccomp_fd,), check=False, **kwargs)
+                samples[label].append(time.perf_counter() - started)
+                if done.stdout != b"hello\n":
+                    raise RuntimeError(f"{label}: {done.stderr.decode(errors='replace')}")
+            started = time.perf_counter()
+            host.cgroups.create("bench-probe", "probe", 1 << 28, 65).remove()
+            samples["cgroup create + remove (empty)"].append(time.perf_counter() - started)
+    finally:
+        os.close(seccomp_fd)
+        host.cgroups.sweep_slot("bench-probe")
+        _remove_probe_parent(host)
+    print(f"\nComponents alone, interleaved (median ms of {runs}; no cgroups, no handshake unless named):")
+    for label, values in samples.items():
+        print(f"  {label:<56} {statistics.median(values) * 1000:8.3f}")
 
 
 def _remove_probe_parent(host: SandboxHost) -> None:
@@ -311,6 +360,15 @@ def _remove_probe_parent(host: SandboxHost) -> None:
 # ---------------------------------------------------------------------------------------------- report
 
 
+def report_accounting(reported: dict[str, list[tuple[float, float, int]]]) -> None:
+    print("\nWhat the sandbox reports for these programs (median over the measured runs):")
+    for variant, rows in sorted(reported.items()):
+        wall = statistics.median(r[0] for r in rows) * 1000
+        cpu = statistics.median(r[1] for r in rows) * 1000
+        mem = statistics.median(r[2] for r in rows)
+        print(f"  {variant:<12} wall_time {wall:6.2f} ms   cpu_time {cpu:6.2f} ms   memory {mem:7.0f} KiB")
+
+
 def report_sequential(results: dict[str, Summary], failures: dict[str, int]) -> None:
     print(f"\nSequential, interleaved ({results['c/bare'].n} measured runs per variant):")
     print(f"  {'variant':<12} {'median ms':>10} {'p95 ms':>10} {'mean ms':>10} {'runs/s':>10}")
@@ -320,7 +378,8 @@ def report_sequential(results: dict[str, Summary], failures: dict[str, int]) -> 
     for lang in ("c", "py"):
         bare, box = results[f"{lang}/bare"], results[f"{lang}/sandbox"]
         print(f"  {lang}: sandbox - bare = {box.median_ms - bare.median_ms:+.2f} ms (median), "
-              f"{box.p95_ms - bare.p95_ms:+.2f} ms (p95); sandbox / bare = {box.median_ms / bare.median_ms:.2f}x")  # fmt: skip
+              f"{box.p95_ms - bare.p95_ms:+.2f} ms (p95); "
+              f"sandbox / bare = {box.median_ms / bare.median_ms:.2f}x")  # fmt: skip
     overhead = results["c/sandbox"].median_ms - results["c/bare"].median_ms
     verdict = "MET" if overhead <= TARGET_C_OVERHEAD_MS else "NOT MET"
     print(f"  target: C hello median overhead <= {TARGET_C_OVERHEAD_MS:.0f} ms over bare: {verdict} "
@@ -356,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dynamic", action="store_true", help="link the C hello dynamically (default: static)")
     parser.add_argument("--no-parallel", action="store_true", help="skip the parallel part")
     parser.add_argument("--profile", action="store_true", help="also time each phase of a sandboxed run")
+    parser.add_argument("--ballast-mib", type=int, default=0,
+                        help="heap to touch in each runner first, like a worker's imports (default 0)")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root (the sandbox creates cgroups and mounts)", file=sys.stderr)
@@ -368,19 +429,24 @@ def main(argv: list[str] | None = None) -> int:
         kernel = os.uname().release
         print(f"cellblock sandbox overhead: {os.cpu_count()} cores, kernel {kernel}, "
               f"C hello {'dynamic' if args.dynamic else 'static'}, python {PYTHON}")  # fmt: skip
+        ballast = bytearray(args.ballast_mib << 20)  # a worker's heap makes fork() (not vfork) slower
         runner = Runner(settings, binary)
         try:
-            print(f"cgroup v{runner.host.cgroups.version}, slot {runner.sandbox.index}, "
-                  f"poll interval {settings.poll_interval_s * 1000:.0f} ms")  # fmt: skip
+            print(f"ballast {len(ballast) >> 20} MiB, cgroup v{runner.host.cgroups.version}, "
+                  f"slot {runner.sandbox.index}, poll interval {settings.poll_interval_s * 1000:.0f} ms")  # fmt: skip
             results = sequential(runner, args.runs, args.warmup)
             report_sequential(results, runner.failures)
+            report_accounting(runner.reported)
             if args.profile:
                 profile(runner, min(args.runs, 200), "c")
                 profile(runner, min(args.runs, 100), "py")
+                components(runner, min(args.runs, 100))
         finally:
             runner.close()
         if not args.no_parallel:
-            rates, batches, failures = parallel(settings, binary, args.runners, args.runs, args.warmup, args.batch)
+            rates, batches, failures = parallel(
+                settings, binary, args.runners, args.runs, args.warmup, args.batch, args.ballast_mib
+            )
             report_parallel(args.runners, rates, batches, failures)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +65,20 @@ class Settings(BaseSettings):
     max_run: LimitBounds = MAX_RUN
     default_compile: LimitBounds = DEFAULT_COMPILE
     max_compile: LimitBounds = MAX_COMPILE
+
+    @field_validator("default_run", "max_run", "default_compile", "max_compile", mode="before")
+    @classmethod
+    def _merge_partial_bounds(cls, value: Any, info: ValidationInfo) -> Any:
+        """`CELLBLOCK_MAX_RUN__CPU_TIME_S=30` changes that one limit; the others keep their built-in values."""
+        if isinstance(value, dict):
+            base = {
+                "default_run": DEFAULT_RUN,
+                "max_run": MAX_RUN,
+                "default_compile": DEFAULT_COMPILE,
+                "max_compile": MAX_COMPILE,
+            }[str(info.field_name)]
+            return {**base.model_dump(), **value}
+        return value
 
     @model_validator(mode="after")
     def _defaults_within_maxima(self) -> Settings:

@@ -81,10 +81,11 @@ def _read_regular_inside(box: Path, relative: str, cap: int) -> tuple[bytes, int
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # a directory, fifo or device matched the glob
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            return None
         return handle.read(cap), info.st_size
 
 

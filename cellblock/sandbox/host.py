@@ -20,7 +20,7 @@ from cellblock.errors import SandboxUnavailable
 from cellblock.sandbox.bwrap import BwrapLayout, etc_files
 from cellblock.sandbox.cgroups import CgroupDriver, detect_driver
 from cellblock.sandbox.mounts import is_mount, mount_tmpfs, unmount
-from cellblock.sandbox.seccomp import SeccompProgram
+from cellblock.sandbox.seccomp import SeccompProgram, write_atomically
 from cellblock.sandbox.spec import RawResult, RunSpec
 from cellblock.sandbox.supervisor import SlotIdentity, Supervisor
 
@@ -152,8 +152,7 @@ class SandboxHost:
         self.etc_dir.mkdir(exist_ok=True)
         os.chmod(self.etc_dir, 0o755)
         for name, text in etc_files().items():
-            (self.etc_dir / name).write_text(text)
-            os.chmod(self.etc_dir / name, 0o644)
+            write_atomically(self.etc_dir / name, text.encode(), 0o644)
         self.seccomp = SeccompProgram.install(shared)
         settings.slot_lock_dir.mkdir(parents=True, exist_ok=True)
 

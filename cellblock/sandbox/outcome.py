@@ -7,7 +7,7 @@ bubblewrap reports a signal death of the program as exit code 128+sig, which can
 2. cgroup CPU ≥ limit, or SIGXCPU (exit 152)   → time_limit_cpu
 3. the memory cgroup's oom_kill counter > 0    → memory_limit
 4. SIGXFSZ (exit 153) or output over the cap   → output_limit
-5. any other exit ≥ 128                        → signaled (signal name)
+5. any other exit in 129…128+SIGRTMAX          → signaled (signal name)
 6. non-zero exit                               → runtime_error
 7. otherwise                                   → ok
 
@@ -21,6 +21,10 @@ from dataclasses import dataclass
 
 SIGXCPU_EXIT = 128 + _signal.SIGXCPU
 SIGXFSZ_EXIT = 128 + _signal.SIGXFSZ
+# bwrap reports a signal death as 128 + signal number; 128 itself and codes above 128 + SIGRTMAX can only be
+# plain exit codes (a C `return -1` exits 255).
+SIGNAL_EXIT_MIN = 129
+SIGNAL_EXIT_MAX = 128 + _signal.SIGRTMAX
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def decide(obs: Observation) -> Decision:  # noqa: PLR0911 - one return per rung
         return Decision(
             "output_limit", None, "SIGXFSZ" if code == SIGXFSZ_EXIT else None, "output or file size limit exceeded"
         )
-    if code >= 128:
+    if SIGNAL_EXIT_MIN <= code <= SIGNAL_EXIT_MAX:
         name = signal_name(code - 128)
         return Decision("signaled", None, name, f"killed by {name}")
     if code != 0:

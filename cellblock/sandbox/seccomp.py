@@ -8,6 +8,7 @@ around with ``int 0x80``. ``clone3`` fails with ENOSYS so that libc falls back t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -50,6 +51,21 @@ def build_bpf() -> bytes:
         return handle.read()
 
 
+def write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write to a unique temp file beside `path`, then rename: readers never see a half-written file,
+    and several workers starting at once on one data dir do not trip over each other."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class SeccompProgram:
     """The compiled filter on disk; `open_fd()` gives bwrap a fresh fd positioned at the start."""
 
@@ -59,10 +75,7 @@ class SeccompProgram:
     @classmethod
     def install(cls, directory: Path) -> SeccompProgram:
         path = directory / "seccomp.bpf"
-        data = build_bpf()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomically(path, build_bpf(), 0o644)
         return cls(path)
 
     def open_fd(self) -> int:

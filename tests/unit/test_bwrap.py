@@ -149,7 +149,8 @@ def test_rlimits_from_the_limits() -> None:
     assert "--nofile=64" in flags
     assert f"--stack={8192 * 1024}" in flags
     assert "--core=0" in flags
-    assert f"--as={256 * 1024 * 1024}" in flags
+    # RLIMIT_AS is a backstop above the cgroup limit: 2 × memory + 64 MiB for loader, libraries and arenas.
+    assert f"--as={2 * 256 * 1024 * 1024 + (64 << 20)}" in flags
     assert len(flags) == 6
 
 
@@ -168,7 +169,14 @@ def test_address_space_only_when_the_language_tolerates_it() -> None:
     argv_flags, _, _ = split(build(limits=without))
     assert not any(f.startswith("--as") for f in argv_flags)
     with_as, _, _ = split(build())
-    assert f"--as={256 * 1024 * 1024}" in with_as
+    assert f"--as={LIMITS.address_space_bytes}" in with_as
+
+
+def test_address_space_backstop_follows_the_memory_limit() -> None:
+    small = RunLimits(**{**LIMITS.__dict__, "memory_kib": 16 * 1024})
+    assert small.address_space_bytes == 2 * 16 * 1024 * 1024 + (64 << 20)
+    assert f"--as={small.address_space_bytes}" in rlimit_args(small)
+    assert small.address_space_bytes > small.memory_kib * 1024  # never below the cgroup limit it backs up
 
 
 def test_rlimits_go_to_prlimit_not_to_bwrap() -> None:
