@@ -1,8 +1,12 @@
-"""Build the launch argv: ``prlimit … -- bwrap … -- program``. A pure function, unit-tested without root.
+"""Build the launch argv: ``prlimit … -- setpriv … -- bwrap … -- program``. Pure, unit-tested without root.
 
 Why prlimit(1): this host's root lacks CAP_SYS_RESOURCE, so limits cannot be set on another process from
-outside, and `preexec_fn` is unsafe in threaded workers. prlimit sets them on itself, then execs bwrap,
-which execs the program: rlimits are inherited through exec.
+outside, and `preexec_fn` is unsafe in threaded workers. prlimit sets them on itself, then execs on;
+rlimits are inherited through exec.
+
+Why setpriv(1) rather than Popen(user=…): with user/group/extra_groups CPython cannot use vfork and
+falls back to fork(), which copies the whole worker (measured: 17 ms per launch from a 200 MiB worker,
+3.7 ms with setpriv). setpriv drops to the slot's uid/gid with no supplementary groups and no capabilities.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class BwrapLayout:
     """Where the slot's files are on the host."""
 
     bwrap: str
+    prlimit: str
+    setpriv: str
     box_dir: Path  # bound read-write at /box
     etc_dir: Path  # our generated passwd/group/hosts, bound over /etc/…
     tmp_size_bytes: int
@@ -99,6 +105,8 @@ def launch_argv(
     limits: RunLimits,
     program: list[str],
     *,
+    uid: int,
+    gid: int,
     info_fd: int,
     block_fd: int,
     seccomp_fd: int,
@@ -106,9 +114,18 @@ def launch_argv(
     ro_binds: list[str],
     network: bool,
 ) -> list[str]:
-    """The full argv. `program` is the command as seen inside the box."""
+    """The full argv. `program` is the command as seen inside the box; uid/gid are the slot's, outside."""
     if not program:
         raise ValueError("empty program argv")
+    drop = [
+        layout.setpriv,
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+    ]
     bwrap = bwrap_args(
         layout,
         info_fd=info_fd,
@@ -118,7 +135,7 @@ def launch_argv(
         ro_binds=ro_binds,
         network=network,
     )
-    return ["prlimit", *rlimit_args(limits), "--", *bwrap, "--", *program]
+    return [layout.prlimit, *rlimit_args(limits), "--", *drop, "--", *bwrap, "--", *program]
 
 
 def etc_files() -> dict[str, str]:

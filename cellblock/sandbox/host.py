@@ -32,8 +32,9 @@ def prerequisite_problems(settings: Settings) -> list[str]:
         problems.append("not running as root: cgroups, slot uids and /box mounts need root (run with sudo)")
     if shutil.which(settings.bwrap_path) is None:
         problems.append(f"bubblewrap not found ({settings.bwrap_path}): apt-get install bubblewrap")
-    if shutil.which("prlimit") is None:
-        problems.append("prlimit not found: apt-get install util-linux")
+    for tool in ("prlimit", "setpriv"):
+        if shutil.which(tool) is None:
+            problems.append(f"{tool} not found: apt-get install util-linux")
     problems += _userns_problems()
     try:
         problems += detect_driver(settings.cgroup_root, settings.cgroup_name).problems()
@@ -81,13 +82,14 @@ class Sandbox:
             SlotIdentity(name=f"slot{index}", uid=self.uid, gid=self.uid, io_dir=self.io_dir),
             BwrapLayout(
                 bwrap=host.bwrap,
+                prlimit=host.prlimit,
+                setpriv=host.setpriv,
                 box_dir=self.box,
                 etc_dir=host.etc_dir,
                 tmp_size_bytes=host.settings.tmp_size_mib * 1024 * 1024,
             ),
             host.cgroups,
             host.seccomp,
-            host.prlimit,
             host.settings.poll_interval_s,
         )
 
@@ -142,6 +144,7 @@ class SandboxHost:
         self.settings = settings
         self.bwrap = shutil.which(settings.bwrap_path) or settings.bwrap_path
         self.prlimit = shutil.which("prlimit") or "prlimit"
+        self.setpriv = shutil.which("setpriv") or "setpriv"
         self.cgroups: CgroupDriver = detect_driver(settings.cgroup_root, settings.cgroup_name)
         shared = settings.data_dir / "shared"
         shared.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,9 @@
 
 Theory of operation (one run)
 -----------------------------
-Processes. The worker (root, trusted) forks ``prlimit`` as the slot's uid with no capabilities, an empty
-environment and its own process group; prlimit sets rlimits on itself and execs bwrap; bwrap builds new
+Processes. The worker (root, trusted) vforks ``prlimit`` with an empty environment in its own process group;
+prlimit lowers rlimits on itself and execs ``setpriv``, which drops to the slot's uid/gid with no groups and
+no capabilities and execs bwrap; bwrap builds new
 user/pid/mount/net/ipc/uts/cgroup namespaces, forks the namespace's init, which forks the program. No
 `preexec_fn`: Python forks through its C fast path, so this is safe in threaded workers.
 
@@ -85,6 +86,26 @@ def _read_info(fd: int) -> int | None:
     return None
 
 
+def _wait_until_blocked(pid: int, fd: int) -> None:
+    """Wait until bwrap's child sits in read(block-fd): its mounts are built, only exec is left.
+
+    bwrap reports the child's pid before it sets up the mounts; attaching then would bill that setup (a few
+    ms of system time) to the program. /proc/<pid>/syscall shows "0 0x<fd> …" while it waits in read(2).
+    If the file cannot be read (the child died), the caller's attach and watcher handle it.
+    """
+    want = f"0 {hex(fd)} "
+    deadline = time.monotonic() + INFO_READ_TIMEOUT_S
+    path = f"/proc/{pid}/syscall"
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as handle:
+                if handle.read().startswith(want):
+                    return
+        except OSError:
+            return
+        time.sleep(0.0001)
+
+
 def _killpg(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
@@ -105,14 +126,12 @@ class Supervisor:
         layout: BwrapLayout,
         cgroups: CgroupDriver,
         seccomp: SeccompProgram,
-        prlimit_path: str,
         poll_interval_s: float,
     ) -> None:
         self.identity = identity
         self.layout = layout
         self.cgroups = cgroups
         self.seccomp = seccomp
-        self.prlimit_path = prlimit_path
         self.poll_interval_s = poll_interval_s
         self._runs = 0
 
@@ -147,6 +166,8 @@ class Supervisor:
             layout,
             spec.limits,
             spec.argv,
+            uid=self.identity.uid,
+            gid=self.identity.gid,
             info_fd=info_w,
             block_fd=block_r,
             seccomp_fd=seccomp_fd,
@@ -154,7 +175,6 @@ class Supervisor:
             ro_binds=spec.ro_binds,
             network=spec.network,
         )
-        argv[0] = self.prlimit_path
         try:
             proc = subprocess.Popen(
                 argv,
@@ -162,9 +182,6 @@ class Supervisor:
                 stdout=stdout_fd,
                 stderr=stderr_fd,
                 pass_fds=(info_w, block_r, seccomp_fd),
-                user=self.identity.uid,
-                group=self.identity.gid,
-                extra_groups=[],
                 process_group=0,
                 env={},
                 close_fds=True,
@@ -173,7 +190,7 @@ class Supervisor:
             for fd in (info_w, block_r, seccomp_fd, stdin_fd):
                 os.close(fd)
         try:
-            return self._supervise(proc, cgroup, spec, info_r, block_w, stdout_fd, stderr_fd)
+            return self._supervise(proc, cgroup, spec, info_r, (block_r, block_w), stdout_fd, stderr_fd)
         finally:
             for fd in (info_r, block_w, stdout_fd, stderr_fd):
                 with contextlib.suppress(OSError):
@@ -188,15 +205,17 @@ class Supervisor:
         cgroup: RunCgroup,
         spec: RunSpec,
         info_r: int,
-        block_w: int,
+        block: tuple[int, int],
         stdout_fd: int,
         stderr_fd: int,
     ) -> RawResult:
+        block_fd_in_child, block_w = block
         child_pid = _read_info(info_r)
         if child_pid is None:
             proc.wait()
             err, _ = _read_capped(self.identity.io_dir / "stderr", 4096)
             raise SandboxFailure(f"bubblewrap failed to start: {err.decode(errors='replace').strip()}")
+        _wait_until_blocked(child_pid, block_fd_in_child)
         cgroup.attach(child_pid)
         started = time.monotonic()
         os.write(block_w, b"1")

@@ -11,7 +11,7 @@ from cellblock.sandbox.bwrap import BwrapLayout, etc_files, launch_argv, rlimit_
 from cellblock.sandbox.spec import RunLimits
 
 LAYOUT = BwrapLayout(
-    bwrap="/usr/bin/bwrap", box_dir=Path("/data/slots/slot3/box"), etc_dir=Path("/data/shared/etc"),
+    bwrap="/usr/bin/bwrap", prlimit="/usr/bin/prlimit", setpriv="/usr/bin/setpriv", box_dir=Path("/data/slots/slot3/box"), etc_dir=Path("/data/shared/etc"),
     tmp_size_bytes=64 * 1024 * 1024,
 )  # fmt: skip
 LIMITS = RunLimits(
@@ -20,6 +20,7 @@ LIMITS = RunLimits(
 )  # fmt: skip
 PROGRAM = ["./main", "--", "two words", "$(touch /pwned); `id` | cat > x", "--unshare-net"]
 INFO_FD, BLOCK_FD, SECCOMP_FD = 11, 12, 13
+SLOT_UID = 60003
 SHELL_CHARS = set(" \t\n;&|$`<>()'\"*?")
 
 
@@ -32,17 +33,30 @@ def build(
     ro_binds: list[str] | None = None,
 ) -> list[str]:
     return launch_argv(
-        LAYOUT, limits, list(PROGRAM if program is None else program), info_fd=INFO_FD, block_fd=BLOCK_FD,
+        LAYOUT, limits, list(PROGRAM if program is None else program), uid=SLOT_UID, gid=SLOT_UID,
+        info_fd=INFO_FD, block_fd=BLOCK_FD,
         seccomp_fd=SECCOMP_FD, env=env or {}, ro_binds=ro_binds or [], network=network,
     )  # fmt: skip
 
 
 def split(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """(prlimit flags, bwrap argv incl. its binary, program): split at the first two '--'."""
-    assert argv[0] == "prlimit"
+    """(prlimit flags, bwrap argv incl. its binary, program): split at the first three '--'."""
+    assert argv[0] == "/usr/bin/prlimit"
     first = argv.index("--")
     second = argv.index("--", first + 1)
-    return argv[1:first], argv[first + 1 : second], argv[second + 1 :]
+    third = argv.index("--", second + 1)
+    return argv[1:first], argv[second + 1 : third], argv[third + 1 :]
+
+
+def test_privileges_are_dropped_by_setpriv_before_bwrap() -> None:
+    argv = build()
+    first = argv.index("--")
+    second = argv.index("--", first + 1)
+    drop = argv[first + 1 : second]
+    assert drop[0] == "/usr/bin/setpriv"
+    for flag in (f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups", "--inh-caps=-all",
+                 "--bounding-set=-all", "--no-new-privs"):  # fmt: skip
+        assert flag in drop
 
 
 def has_seq(args: list[str], *seq: str) -> bool:
