@@ -17,6 +17,7 @@ Removal retries EBUSY: on v1 a cgroup stays busy for a moment while killed tasks
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import errno
 import os
 import signal
@@ -29,6 +30,7 @@ from cellblock.sandbox.spec import CgroupStats
 
 V1_CONTROLLERS = ("memory", "pids", "cpuacct")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
+SUPERVISOR_LEAF = "supervisor"  # where our own processes move on v2 (systemd's DelegateSubgroup does the same)
 
 
 def _read_int(path: Path, default: int = 0) -> int:
@@ -276,8 +278,26 @@ class CgroupV2(CgroupDriver):
         control = path / "cgroup.subtree_control"
         enabled = set(control.read_text().split()) if control.exists() else set()
         wanted = [c for c in V2_CONTROLLERS if c not in enabled]
-        if wanted:
-            _write(control, " ".join(f"+{c}" for c in wanted))
+        if not wanted:
+            return
+        value = " ".join(f"+{c}" for c in wanted)
+        try:
+            _write(control, value)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            # "No internal processes": under systemd's Delegate=yes our own service sits in the delegated
+            # cgroup itself. Move it into a leaf of its own, then controllers can be enabled for children.
+            self._evacuate(path)
+            _write(control, value)
+
+    @staticmethod
+    def _evacuate(path: Path) -> None:
+        leaf = path / SUPERVISOR_LEAF
+        leaf.mkdir(exist_ok=True)
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                _write(leaf / "cgroup.procs", pid)
 
     def create(self, slot: str, run: str, memory_bytes: int, pids_max: int) -> RunCgroup:
         ours = self.root / self.name

@@ -148,6 +148,33 @@ def test_v2_create_failure_removes_the_half_made_cgroup(v2root: Path, monkeypatc
     assert not (v2root / "cellblock" / "slot0" / "run1").exists()
 
 
+def test_v2_service_in_the_delegated_root_moves_itself_into_a_leaf(
+    v2root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delegate=yes puts our own processes in the delegated cgroup; the kernel then refuses subtree_control
+    (EBUSY, "no internal processes") until they move into a leaf."""
+    (v2root / "cgroup.procs").write_text("4242\n4343\n")
+    real_write = cgroups._write
+
+    def write(path: Path, value: str) -> None:
+        if path == v2root / "cgroup.subtree_control" and (v2root / "cgroup.procs").read_text().strip():
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        if path.name == "cgroup.procs" and path.parent.name == "supervisor":
+            # the kernel moves the pid: it leaves the parent's list
+            parent = path.parent.parent / "cgroup.procs"
+            parent.write_text("\n".join(p for p in parent.read_text().split() if p != value))
+            with open(path, "a") as handle:
+                handle.write(value + "\n")
+            return
+        real_write(path, value)
+
+    monkeypatch.setattr(cgroups, "_write", write)
+    CgroupV2(v2root, "cellblock").create("slot0", "run1", 1 << 20, 4)
+    assert (v2root / "supervisor" / "cgroup.procs").read_text().split() == ["4242", "4343"]
+    assert "+memory" in (v2root / "cgroup.subtree_control").read_text()
+    assert (v2root / "cellblock" / "slot0" / "run1" / "memory.max").read_text() == str(1 << 20)
+
+
 # ---------------------------------------------------------------------------------------------- v2: accounting
 
 
