@@ -17,7 +17,6 @@ Removal retries EBUSY: on v1 a cgroup stays busy for a moment while killed tasks
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import errno
 import os
 import signal

@@ -17,7 +17,7 @@ CELLBLOCK = str(Path(sys.executable).parent / "cellblock")
 
 
 def cellblock(data_dir: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CELLBLOCK, *args], input=stdin, capture_output=True, text=True, timeout=120,
+    return subprocess.run([CELLBLOCK, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False,
                           env={"PATH": "/usr/bin:/bin", "CELLBLOCK_DATA_DIR": str(data_dir), **env})  # fmt: skip
 
 

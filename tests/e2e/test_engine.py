@@ -39,7 +39,7 @@ def test_stop_on_first_failure_skips_the_rest(run_job: Any) -> None:
 
 
 def test_compile_once_run_many(run_job: Any) -> None:
-    source = "#include <stdio.h>\nint main(){long a,b;scanf(\"%ld %ld\",&a,&b);printf(\"%ld\\n\",a*b);}\n"
+    source = '#include <stdio.h>\nint main(){long a,b;scanf("%ld %ld",&a,&b);printf("%ld\\n",a*b);}\n'
     result = run_job("c", source, tests=[{"stdin": f"{i} {i}", "expected_output": str(i * i)} for i in range(5)])
     assert result.compile is not None and result.compile.outcome == "ok"
     assert result.verdict == "accepted" and len(result.tests) == 5
@@ -97,7 +97,10 @@ def test_custom_checker_cannot_read_what_the_program_left_in_box(run_job: Any) -
 
 
 def test_output_files_are_returned_by_glob(run_job: Any) -> None:
-    source = "import os\nos.makedirs('out', exist_ok=True)\nopen('out/a.txt','w').write('A')\nopen('b.bin','wb').write(b'\\xff\\x00')\n"
+    source = (
+        "import os\nos.makedirs('out', exist_ok=True)\nopen('out/a.txt','w').write('A')\n"
+        "open('b.bin','wb').write(b'\\xff\\x00')\n"
+    )
     result = run_job("python3", source, output_files=["out/*.txt", "*.bin"])
     files = {f.name: f for f in result.files}
     assert files["out/a.txt"].content == "A" and files["out/a.txt"].encoding == "utf8"
@@ -140,10 +143,16 @@ def test_extra_files_are_importable(engine: Engine) -> None:
     [
         ({"language": "cobol-9000"}, UnknownLanguage, "language"),
         ({"files": [{"name": "main.py", "content": "   \n"}]}, ValidationFailed, "files[0].content"),
-        ({"files": [{"name": "main.py", "content": "print(1)"}, {"name": "../x", "content": "1"}]},
-         ValidationFailed, "files[1].name"),
-        ({"files": [{"name": "main.py", "content": "print(1)"}, {"name": "/etc/x", "content": "1"}]},
-         ValidationFailed, "files[1].name"),
+        (
+            {"files": [{"name": "main.py", "content": "print(1)"}, {"name": "../x", "content": "1"}]},
+            ValidationFailed,
+            "files[1].name",
+        ),
+        (
+            {"files": [{"name": "main.py", "content": "print(1)"}, {"name": "/etc/x", "content": "1"}]},
+            ValidationFailed,
+            "files[1].name",
+        ),
         ({"files": [{"name": "main.py", "content": "\udcff"}]}, ValidationFailed, "files[0].content"),
         ({"limits": {"cpu_time_s": 10_000}}, LimitAboveMaximum, "limits.cpu_time_s"),
         ({"compile_limits": {"memory_mib": 1 << 20}}, LimitAboveMaximum, "compile_limits.memory_mib"),

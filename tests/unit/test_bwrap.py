@@ -11,7 +11,8 @@ from cellblock.sandbox.bwrap import BwrapLayout, etc_files, launch_argv, rlimit_
 from cellblock.sandbox.spec import RunLimits
 
 LAYOUT = BwrapLayout(
-    bwrap="/usr/bin/bwrap", prlimit="/usr/bin/prlimit", setpriv="/usr/bin/setpriv", box_dir=Path("/data/slots/slot3/box"), etc_dir=Path("/data/shared/etc"),
+    bwrap="/usr/bin/bwrap", prlimit="/usr/bin/prlimit", setpriv="/usr/bin/setpriv",
+    box_dir=Path("/data/slots/slot3/box"), etc_dir=Path("/data/shared/etc"),
     tmp_size_bytes=64 * 1024 * 1024,
 )  # fmt: skip
 LIMITS = RunLimits(
