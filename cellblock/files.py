@@ -1,20 +1,22 @@
 """Files in and out of /box: name validation, writing a job's files, collecting output files safely.
 
-Collection never follows a link: a program may leave ``out.txt -> /etc/shadow`` or a linked directory behind,
-so every match must resolve inside the box and be a regular file, and is opened with O_NOFOLLOW. No program
-runs while we collect (the run's cgroup is empty), so nothing can swap a path between check and open.
+Collection never follows a link: a program may leave ``out.txt -> /etc/shadow``, ``root -> /``, a link loop
+or a 1500-deep tree behind. So we walk the box ourselves, directory fd by directory fd with O_NOFOLLOW,
+match relative paths as strings, open only regular files, and bound the walk. No program runs while we
+collect (the run's cgroup is empty), so nothing can swap a path between check and open.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import glob
 import os
+import re
 import stat
 from pathlib import Path, PurePosixPath
 
 from cellblock.errors import ValidationFailed
+from cellblock.fswalk import walk_files
 from cellblock.models import OutputFile, SourceFile
 
 MAX_NAME_BYTES = 255
@@ -72,40 +74,66 @@ def encode_output(data: bytes) -> tuple[str, str]:
         return base64.b64encode(data).decode("ascii"), "base64"
 
 
-def _read_regular_inside(box: Path, relative: str, cap: int) -> tuple[bytes, int] | None:
-    real_box = os.path.realpath(box)
-    path = os.path.join(real_box, relative)
-    if os.path.realpath(path) != path or not path.startswith(real_box + os.sep):
-        return None  # a link somewhere on the way
+def _translate_name(part: str) -> str:
+    out, i = [], 0
+    while i < len(part):
+        char = part[i]
+        close = part.find("]", i + 2) if char == "[" else -1
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif close != -1:
+            body = part[i + 1 : close]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+            i = close
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over relative paths: `*`, `?` and `[...]` stay within one name; a `**` part spans any number
+    of directories (zero included). Matching is on strings: no file system access, so no link is followed."""
+    parts = pattern.split("/")
+    regex = []
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if part == "**":
+            regex.append(".*" if last else "(?:[^/]+/)*")
+        else:
+            regex.append(_translate_name(part) + ("" if last else "/"))
+    return re.compile("".join(regex) + r"\Z", re.DOTALL)
+
+
+def _read_regular(dir_fd: int, name: str, cap: int) -> tuple[bytes, int] | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):  # a directory, fifo or device matched the glob
-        os.close(fd)
-        return None
     with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
         return handle.read(cap), info.st_size
 
 
 def collect_outputs(box: Path, patterns: list[str], cap_bytes: int) -> list[OutputFile]:
-    """Regular files matching the globs, total size capped; links and non-files are skipped."""
+    """Regular files whose path matches one of the globs, total size capped; links are never followed."""
+    if not patterns:
+        return []
+    matchers = [glob_to_regex(p) for p in patterns]
     out: list[OutputFile] = []
-    seen: set[str] = set()
     budget = cap_bytes
-    for pattern in patterns:
-        for relative in sorted(glob.glob(pattern, root_dir=box, recursive=True)):
-            if relative in seen:
-                continue
-            seen.add(relative)
-            found = _read_regular_inside(box, relative, budget)
-            if found is None:
-                continue
-            data, size = found
-            budget -= len(data)
-            text, encoding = encode_output(data)
-            out.append(
-                OutputFile(name=relative, content=text, encoding=encoding, size=size, truncated=len(data) < size)
-            )
-    return out
+    for relative, dir_fd, name in walk_files(box):
+        if not any(m.match(relative) for m in matchers):
+            continue
+        found = _read_regular(dir_fd, name, budget)
+        if found is None:
+            continue
+        data, size = found
+        budget -= len(data)
+        text, encoding = encode_output(data)
+        out.append(OutputFile(name=relative, content=text, encoding=encoding, size=size, truncated=len(data) < size))
+    return sorted(out, key=lambda f: f.name)

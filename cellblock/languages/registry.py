@@ -30,10 +30,14 @@ SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 class LanguageLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    address_space: bool = Field(True, description="Set RLIMIT_AS to the memory limit (off for JVM, V8, Go…).")
+    address_space: bool = Field(
+        False,
+        description="Opt in to an RLIMIT_AS backstop (2 × memory + 64 MiB). Off by default: the memory verdict "
+        "comes from the cgroup, and with RLIMIT_AS a big allocation fails (runtime error) instead of being an MLE.",
+    )
     extra_processes: int = Field(0, ge=0, description="Threads the runtime needs on top of the user's limit.")
     extra_memory_mib: int = Field(0, ge=0, description="Runtime overhead added to the user's memory limit.")
-    compile_address_space: bool = Field(True, description="RLIMIT_AS for the compiler.")
+    compile_address_space: bool = Field(False, description="The same backstop for the compiler.")
 
 
 class SelfTest(BaseModel):

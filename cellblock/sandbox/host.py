@@ -8,6 +8,7 @@ When a lock is taken we first sweep what a crashed holder may have left (cgroups
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -105,7 +106,8 @@ class Sandbox:
     def _remove_dirs(self) -> None:
         """Leave nothing behind: the io files and the slot dir (every /box is already unmounted)."""
         shutil.rmtree(self.io_dir, ignore_errors=True)
-        self.root.rmdir()
+        with contextlib.suppress(OSError):  # a box that failed to unmount stays for the next sweep
+            self.root.rmdir()
 
     @contextmanager
     def workspace(self, name: str = "box") -> Iterator[Path]:
@@ -166,8 +168,10 @@ class SandboxHost:
         try:
             sandbox = Sandbox(self, index)
             sandbox._prepare_dirs()
-            yield sandbox
-            sandbox._remove_dirs()
+            try:
+                yield sandbox
+            finally:
+                sandbox._remove_dirs()
         finally:
             os.close(fd)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,13 @@ class RawResult:
     stderr_truncated: bool
     message: str | None
     box: Path | None = None
+
+
+class RunObserver(Protocol):
+    """Optional live view of a run: output as it is produced, and a way to stop it (cancellation)."""
+
+    def output(self, stream: str, data: bytes) -> None:
+        """New bytes of "stdout" or "stderr", in order, never past the output cap."""
+
+    def cancelled(self) -> bool:
+        """True once the run should be killed; polled by the watcher between wake-ups."""

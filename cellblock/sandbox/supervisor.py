@@ -43,11 +43,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cellblock.errors import SandboxFailure
+from cellblock.fswalk import any_file_at_least
 from cellblock.sandbox.bwrap import BwrapLayout, launch_argv
 from cellblock.sandbox.cgroups import CgroupDriver, RunCgroup
 from cellblock.sandbox.outcome import Observation, decide
 from cellblock.sandbox.seccomp import SeccompProgram
-from cellblock.sandbox.spec import RawResult, RunSpec
+from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
 
 INFO_READ_TIMEOUT_S = 10.0
 
@@ -57,6 +58,7 @@ class _Watch:
     wall_fired: bool = False
     killed_for_output: bool = False
     cpu_fired: bool = False
+    cancelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,30 @@ def _read_info(fd: int) -> int | None:
         except (ValueError, KeyError):
             continue
     return None
+
+
+class _Tail:
+    """Forwards what the program writes to stdout/stderr while it runs, capped like the result."""
+
+    def __init__(self, observer: RunObserver, fds: tuple[int, int], cap: int) -> None:
+        self.observer = observer
+        self.streams = (("stdout", fds[0]), ("stderr", fds[1]))
+        self.offsets = {"stdout": 0, "stderr": 0}
+        self.cap = cap
+
+    def forward(self) -> None:
+        for name, fd in self.streams:
+            offset = self.offsets[name]
+            size = min(os.fstat(fd).st_size, self.cap)
+            if size > offset:
+                data = os.pread(fd, size - offset, offset)
+                self.offsets[name] = offset + len(data)
+                self.observer.output(name, data)
+
+    def poll(self) -> bool:
+        """Forward new output; True when the observer wants the run stopped."""
+        self.forward()
+        return self.observer.cancelled()
 
 
 def _wait_until_blocked(pid: int, fd: int) -> None:
@@ -135,14 +161,14 @@ class Supervisor:
         self.poll_interval_s = poll_interval_s
         self._runs = 0
 
-    def run(self, spec: RunSpec) -> RawResult:
+    def run(self, spec: RunSpec, observer: RunObserver | None = None) -> RawResult:
         self._runs += 1
         limits = spec.limits
         cgroup = self.cgroups.create(
             self.identity.name, f"run{self._runs}", limits.memory_kib * 1024, limits.processes + 1
         )
         try:
-            return self._run_in(cgroup, spec)
+            return self._run_in(cgroup, spec, observer)
         finally:
             cgroup.remove()
 
@@ -156,7 +182,7 @@ class Supervisor:
         stderr_fd = os.open(io_dir / "stderr", flags, 0o600)
         return stdin_fd, stdout_fd, stderr_fd
 
-    def _run_in(self, cgroup: RunCgroup, spec: RunSpec) -> RawResult:
+    def _run_in(self, cgroup: RunCgroup, spec: RunSpec, observer: RunObserver | None) -> RawResult:
         stdin_fd, stdout_fd, stderr_fd = self._open_io(spec.stdin)
         info_r, info_w = os.pipe2(os.O_CLOEXEC)
         block_r, block_w = os.pipe2(os.O_CLOEXEC)
@@ -190,7 +216,8 @@ class Supervisor:
             for fd in (info_w, block_r, seccomp_fd, stdin_fd):
                 os.close(fd)
         try:
-            return self._supervise(proc, cgroup, spec, info_r, (block_r, block_w), stdout_fd, stderr_fd)
+            tail = _Tail(observer, (stdout_fd, stderr_fd), spec.limits.output_bytes) if observer else None
+            return self._supervise(proc, cgroup, spec, info_r, (block_r, block_w), tail, (stdout_fd, stderr_fd))
         finally:
             for fd in (info_r, block_w, stdout_fd, stderr_fd):
                 with contextlib.suppress(OSError):
@@ -206,10 +233,11 @@ class Supervisor:
         spec: RunSpec,
         info_r: int,
         block: tuple[int, int],
-        stdout_fd: int,
-        stderr_fd: int,
+        tail: _Tail | None,
+        outputs: tuple[int, int],
     ) -> RawResult:
         block_fd_in_child, block_w = block
+        launched_ns = time.time_ns() - 10_000_000  # file mtimes use the coarse clock (a jiffy): allow 10 ms
         child_pid = _read_info(info_r)
         if child_pid is None:
             proc.wait()
@@ -219,14 +247,19 @@ class Supervisor:
         cgroup.attach(child_pid)
         started = time.monotonic()
         os.write(block_w, b"1")
-        watch, ended = self._watch(proc, cgroup, spec, started, stdout_fd, stderr_fd)
+        watch, ended = self._watch(proc, cgroup, spec, started, outputs, tail)
         exit_code = proc.wait()
+        if tail is not None:
+            tail.forward()
         stats = cgroup.stats()
         cgroup.kill_all()  # a daemon that outlived main (or a killed run's stragglers)
         cap = spec.limits.output_bytes
         stdout, out_trunc = _read_capped(self.identity.io_dir / "stdout", cap)
         stderr, err_trunc = _read_capped(self.identity.io_dir / "stderr", cap)
         cpu_s = stats.cpu_time_ns / 1e9
+        # Some runtimes (Python) ignore SIGXFSZ and fail with EFBIG instead: look for a file at the limit.
+        box = spec.box_dir or self.layout.box_dir
+        file_limit_hit = exit_code != 0 and any_file_at_least(box, spec.limits.file_size_bytes, launched_ns)
         decision = decide(
             Observation(
                 exit_code=exit_code,
@@ -234,7 +267,7 @@ class Supervisor:
                 cpu_time_s=cpu_s if not watch.cpu_fired else max(cpu_s, spec.limits.cpu_time_s),
                 cpu_limit_s=spec.limits.cpu_time_s,
                 oom_kills=stats.oom_kills,
-                output_over_cap=out_trunc or err_trunc,
+                output_over_cap=out_trunc or err_trunc or file_limit_hit,
                 killed_for_output=watch.killed_for_output,
             )
         )
@@ -258,8 +291,8 @@ class Supervisor:
         cgroup: RunCgroup,
         spec: RunSpec,
         started: float,
-        stdout_fd: int,
-        stderr_fd: int,
+        outputs: tuple[int, int],
+        tail: _Tail | None,
     ) -> tuple[_Watch, float]:
         """Wait for exit, enforcing total CPU, wall time and output size. Returns when bwrap has exited."""
         limits = spec.limits
@@ -279,8 +312,10 @@ class Supervisor:
                     watch.wall_fired = True
                 elif cgroup.cpu_time_ns() >= cpu_limit_ns:
                     watch.cpu_fired = True
-                elif max(os.fstat(stdout_fd).st_size, os.fstat(stderr_fd).st_size) > limits.output_bytes:
+                elif max(os.fstat(fd).st_size for fd in outputs) > limits.output_bytes:
                     watch.killed_for_output = True
+                elif tail is not None and tail.poll():
+                    watch.cancelled = True
                 else:
                     continue
                 cgroup.kill_all()

@@ -155,7 +155,7 @@ def names(files: list[OutputFile]) -> list[str]:
 
 def test_collect_returns_only_regular_files_inside(box: Path) -> None:
     files = collect_outputs(box, ["**/*.txt", "*.bin"], 1 << 20)
-    assert names(files) == ["out.txt", "sub/inner.txt", "data.bin"]
+    assert names(files) == ["data.bin", "out.txt", "sub/inner.txt"]  # sorted by path
     by_name = {f.name: f for f in files}
     assert (by_name["out.txt"].content, by_name["out.txt"].encoding) == ("result", "utf8")
     assert by_name["data.bin"].encoding == "base64"
