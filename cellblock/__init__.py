@@ -3,6 +3,8 @@
 The public surface is below; everything else is internal and may change.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from cellblock.config import Settings
 from cellblock.errors import (
     CellblockError,
@@ -29,6 +31,11 @@ from cellblock.models import (
     TestResult,
     Verdict,
 )
+
+try:
+    __version__ = version("cellblock")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
 
 __all__ = [
     "BuiltinChecker",

@@ -61,6 +61,25 @@ class Settings(BaseSettings):
     max_source_kib: int = Field(1024, ge=1, description="Largest total size of a job's files.")
     max_tests: int = Field(1000, ge=1, description="Most test cases in one job.")
     max_output_files_kib: int = Field(4096, ge=0, description="Cap on the total size of returned output files.")
+    # --- the service (cellblock serve / worker) ---
+    redis_url: str | None = Field(
+        None, description="Job store (and default broker). None: the embedded private redis-server in data_dir."
+    )
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url (amqp:// for RabbitMQ).")
+    api_host: str = Field("127.0.0.1", description="Where the HTTP API listens.")
+    api_port: int = Field(8000, ge=0, le=65535)
+    worker_slots: int | None = Field(None, ge=1, description="Sandbox slots of this worker (default: one per core).")
+    result_retention_s: int = Field(86400, ge=60, description="How long finished jobs and their events are kept.")
+    max_backlog: int = Field(10000, ge=1, description="Queued jobs above which submissions get 503 + Retry-After.")
+    max_body_kib: int = Field(16384, ge=1, description="Largest request body the API reads.")
+    max_batch_jobs: int = Field(1000, ge=1, le=100000, description="Most jobs in one batch.")
+    max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it fails (poison-pill guard).")
+    job_time_limit_s: int = Field(900, ge=10, description="Hard limit on one whole job; must exceed its steps.")
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="How often a worker says it is alive.")
+    worker_ttl_s: float = Field(10.0, gt=0, description="A worker unseen this long is considered gone.")
+    webhook_attempts: int = Field(6, ge=1, description="POSTs of a result to callback_url before giving up.")
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    shutdown_grace_s: float = Field(30.0, ge=0, description="How long running jobs may finish on shutdown.")
     default_run: LimitBounds = DEFAULT_RUN
     max_run: LimitBounds = MAX_RUN
     default_compile: LimitBounds = DEFAULT_COMPILE
@@ -93,4 +112,16 @@ class Settings(BaseSettings):
 
     def slot_count(self) -> int:
         """One slot per core unless configured otherwise."""
-        return max(1, os.cpu_count() or 1)
+        return self.worker_slots or max(1, os.cpu_count() or 1)
+
+    def redis_socket(self) -> Path:
+        return self.data_dir / "redis" / "redis.sock"
+
+    def job_store_url(self) -> str:
+        """redis-py URL of the job store: the configured one, or the embedded server's unix socket."""
+        return self.redis_url or f"unix://{self.redis_socket()}"
+
+    def celery_broker_url(self) -> str:
+        """Celery spells a unix socket redis+socket://; redis-py spells it unix://."""
+        url = self.broker_url or self.job_store_url()
+        return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from cellblock.checkers import check
 from cellblock.config import Settings
@@ -49,7 +49,33 @@ OUTCOME_VERDICT = {
 }
 CHECKER_FILES = ("input", "expected", "actual")
 
-StepHook = Callable[[str, StepResult], None]
+
+class JobObserver(Protocol):
+    """What a caller (the worker) sees of a job while it runs. Every method must be cheap and never raise."""
+
+    def step_started(self, label: str) -> None:
+        """A sandboxed step begins: "compile" or a test id."""
+
+    def output(self, stream: str, data: bytes) -> None:
+        """Bytes of the current step's "stdout" or "stderr", as produced."""
+
+    def step_finished(self, label: str, step: StepResult) -> None: ...
+
+    def cancelled(self) -> bool:
+        """True once the job should stop; the running step is killed and the job ends as cancelled."""
+
+
+class _StepView:
+    """Adapts a JobObserver to the sandbox's RunObserver for one step."""
+
+    def __init__(self, observer: JobObserver) -> None:
+        self._observer = observer
+
+    def output(self, stream: str, data: bytes) -> None:
+        self._observer.output(stream, data)
+
+    def cancelled(self) -> bool:
+        return self._observer.cancelled()
 
 
 def now() -> datetime:
@@ -90,25 +116,61 @@ def run_limits(limits: ResolvedLimits, language: Language, *, compiling: bool) -
     )
 
 
+class JobCancelled(Exception):
+    """The observer asked to stop; the job ends in state cancelled."""
+
+
+class _Steps:
+    """Runs the job's steps in its slot, telling the observer, and stops the job once it is cancelled."""
+
+    def __init__(self, sandbox: Sandbox, observer: JobObserver | None) -> None:
+        self.sandbox = sandbox
+        self.observer = observer
+
+    def run(self, label: str, spec: RunSpec) -> RawResult:
+        if self.observer is None:
+            return self.sandbox.run(spec)
+        if self.observer.cancelled():
+            raise JobCancelled
+        self.observer.step_started(label)
+        raw = self.sandbox.run(spec, _StepView(self.observer))
+        if self.observer.cancelled():
+            raise JobCancelled
+        return raw
+
+    def finished(self, label: str, step: StepResult) -> None:
+        if self.observer is not None:
+            self.observer.step_finished(label, step)
+
+
 class Engine:
     def __init__(self, settings: Settings, registry: Registry, host: SandboxHost) -> None:
         self.settings = settings
         self.registry = registry
         self.host = host
 
-    def run(self, spec: JobSpec, *, job_id: str | None = None, on_step: StepHook | None = None) -> JobResult:
+    def run(
+        self,
+        spec: JobSpec,
+        *,
+        job_id: str | None = None,
+        observer: JobObserver | None = None,
+        created_at: datetime | None = None,
+    ) -> JobResult:
         """Validate, then execute. User errors raise (before anything runs); program failures are verdicts."""
         job = validate_job(spec, self.settings, self.registry)
         result = JobResult(
             id=job_id or uuid.uuid4().hex,
             state=JobState.RUNNING,
             language=job.language.name,
-            created_at=now(),
+            created_at=created_at or now(),
             started_at=now(),
         )
         try:
             with self.host.slot() as sandbox, sandbox.workspace() as box:
-                self._execute(job, sandbox, box, result, on_step)
+                self._execute(job, _Steps(sandbox, observer), box, result)
+        except JobCancelled:
+            result.state, result.verdict, result.message = JobState.CANCELLED, None, "cancelled"
         except CellblockError as exc:
             if not isinstance(exc, InternalError):
                 raise
@@ -117,7 +179,7 @@ class Engine:
         result.finished_at = now()
         return result
 
-    def _execute(self, job: ValidJob, sandbox: Sandbox, box: Path, result: JobResult, on_step: StepHook | None) -> None:
+    def _execute(self, job: ValidJob, steps: _Steps, box: Path, result: JobResult) -> None:
         lang, spec = job.language, job.spec
         write_files(box, job.files)
         source = job.files[0][0]
@@ -129,14 +191,12 @@ class Engine:
                 memory_mib=job.compile_limits.memory_mib,
                 compile_options=spec.compile_options,
             )
-            step = to_step_result(
-                sandbox.run(
-                    RunSpec(argv=argv, limits=limits, env={**lang.env, **lang.compile_env}, ro_binds=lang.ro_binds)
-                )
+            compile_spec = RunSpec(
+                argv=argv, limits=limits, env={**lang.env, **lang.compile_env}, ro_binds=lang.ro_binds
             )
+            step = to_step_result(steps.run("compile", compile_spec))
             result.compile = step
-            if on_step:
-                on_step("compile", step)
+            steps.finished("compile", step)
             if step.outcome != Outcome.OK:
                 result.state, result.verdict = JobState.DONE, Verdict.COMPILATION_ERROR
                 return
@@ -145,7 +205,8 @@ class Engine:
         run_argv = expand(lang.run, source=source, memory_mib=job.run_limits.memory_mib, compile_options=[])
         for index, test in enumerate(tests, start=1):
             test_id = test.id or str(index)
-            raw = sandbox.run(
+            raw = steps.run(
+                test_id,
                 RunSpec(
                     argv=run_argv + (test.args if test.args is not None else spec.args),
                     limits=limits,
@@ -153,12 +214,11 @@ class Engine:
                     env=lang.env,
                     ro_binds=lang.ro_binds,
                     network=spec.network,
-                )
+                ),
             )
             step = to_step_result(raw)
-            if on_step:
-                on_step(test_id, step)
-            verdict, message = self._judge(job, sandbox, test, raw, step)
+            steps.finished(test_id, step)
+            verdict, message = self._judge(job, steps.sandbox, test, raw, step)
             result.tests.append(TestResult(id=test_id, verdict=verdict, run=step, checker_message=message))
             if verdict != Verdict.ACCEPTED and spec.stop_on_first_failure and index < len(tests):
                 result.message = f"stopped after test {test_id} (stop_on_first_failure)"

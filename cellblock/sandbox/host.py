@@ -18,11 +18,13 @@ from pathlib import Path
 
 from cellblock.config import Settings
 from cellblock.errors import SandboxUnavailable
-from cellblock.sandbox.bwrap import BwrapLayout, etc_files
+from cellblock.sandbox.bwrap import BwrapLayout
 from cellblock.sandbox.cgroups import CgroupDriver, detect_driver
+from cellblock.sandbox.etcdir import prepare_etc
+from cellblock.sandbox.launcher import build_launcher
 from cellblock.sandbox.mounts import is_mount, mount_tmpfs, unmount
-from cellblock.sandbox.seccomp import SeccompProgram, write_atomically
-from cellblock.sandbox.spec import RawResult, RunSpec
+from cellblock.sandbox.seccomp import SeccompProgram
+from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
 from cellblock.sandbox.supervisor import SlotIdentity, Supervisor
 
 
@@ -33,9 +35,8 @@ def prerequisite_problems(settings: Settings) -> list[str]:
         problems.append("not running as root: cgroups, slot uids and /box mounts need root (run with sudo)")
     if shutil.which(settings.bwrap_path) is None:
         problems.append(f"bubblewrap not found ({settings.bwrap_path}): apt-get install bubblewrap")
-    for tool in ("prlimit", "setpriv"):
-        if shutil.which(tool) is None:
-            problems.append(f"{tool} not found: apt-get install util-linux")
+    if shutil.which("gcc") is None:
+        problems.append("gcc not found (it builds the small sandbox launcher): apt-get install gcc libc6-dev")
     problems += _userns_problems()
     try:
         problems += detect_driver(settings.cgroup_root, settings.cgroup_name).problems()
@@ -83,8 +84,7 @@ class Sandbox:
             SlotIdentity(name=f"slot{index}", uid=self.uid, gid=self.uid, io_dir=self.io_dir),
             BwrapLayout(
                 bwrap=host.bwrap,
-                prlimit=host.prlimit,
-                setpriv=host.setpriv,
+                launcher=str(host.launcher),
                 box_dir=self.box,
                 etc_dir=host.etc_dir,
                 tmp_size_bytes=host.settings.tmp_size_mib * 1024 * 1024,
@@ -128,8 +128,8 @@ class Sandbox:
             unmount(path)
             path.rmdir()
 
-    def run(self, spec: RunSpec) -> RawResult:
-        return self._supervisor.run(spec)
+    def run(self, spec: RunSpec, observer: RunObserver | None = None) -> RawResult:
+        return self._supervisor.run(spec, observer)
 
 
 class SandboxHost:
@@ -145,20 +145,16 @@ class SandboxHost:
             )
         self.settings = settings
         self.bwrap = shutil.which(settings.bwrap_path) or settings.bwrap_path
-        self.prlimit = shutil.which("prlimit") or "prlimit"
-        self.setpriv = shutil.which("setpriv") or "setpriv"
+
         self.cgroups: CgroupDriver = detect_driver(settings.cgroup_root, settings.cgroup_name)
         shared = settings.data_dir / "shared"
         shared.mkdir(parents=True, exist_ok=True)
         for path in (settings.data_dir, settings.data_dir / "slots", shared):
             path.mkdir(parents=True, exist_ok=True)
             os.chmod(path, 0o711)
-        self.etc_dir = shared / "etc"
-        self.etc_dir.mkdir(exist_ok=True)
-        os.chmod(self.etc_dir, 0o755)
-        for name, text in etc_files().items():
-            write_atomically(self.etc_dir / name, text.encode(), 0o644)
+        self.etc_dir = prepare_etc(shared)
         self.seccomp = SeccompProgram.install(shared)
+        self.launcher = build_launcher(shared)
         settings.slot_lock_dir.mkdir(parents=True, exist_ok=True)
 
     @contextmanager

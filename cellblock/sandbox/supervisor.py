@@ -2,9 +2,9 @@
 
 Theory of operation (one run)
 -----------------------------
-Processes. The worker (root, trusted) vforks ``prlimit`` with an empty environment in its own process group;
-prlimit lowers rlimits on itself and execs ``setpriv``, which drops to the slot's uid/gid with no groups and
-no capabilities and execs bwrap; bwrap builds new
+Processes. The worker (root, trusted) vforks ``cellblock-launch`` with an empty environment in its own
+process group; the launcher lowers rlimits on itself, drops to the slot's uid/gid with no groups and no
+capabilities, sets no_new_privs and execs bwrap; bwrap builds new
 user/pid/mount/net/ipc/uts/cgroup namespaces, forks the namespace's init, which forks the program. No
 `preexec_fn`: Python forks through its C fast path, so this is safe in threaded workers.
 

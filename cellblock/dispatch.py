@@ -1,0 +1,69 @@
+"""The one dispatch seam: a Celery app over Redis (or RabbitMQ), per-language queues, measured settings.
+
+Only a job id travels through the broker; the job itself is in the job store (`state.py`). The API calls
+`Dispatcher.submit`; workers consume the queues of the languages whose self-tests passed on their host.
+Settings follow reference/queue-notes.md: late acks + requeue on a lost worker (so a SIGKILLed job runs
+again), no prefetch (a slot never reserves a job it cannot start), JSON only, a visibility timeout above the
+longest job (so a slow job is not delivered twice), a fast sweep of a dead host's unacked jobs, and an
+attempt counter in the job store against poison pills (`worker.py`).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from cellblock.config import Settings
+
+EXECUTE_TASK = "cellblock.execute"
+WEBHOOK_TASK = "cellblock.webhook"
+WEBHOOK_QUEUE = "webhooks"
+
+
+def language_queue(language: str) -> str:
+    return f"lang.{language}"
+
+
+def make_celery(settings: Settings, languages: list[str] | None = None) -> Celery:
+    """The Celery app shared by the API (publisher) and workers (consumers)."""
+    app = Celery("cellblock", broker=settings.celery_broker_url())
+    queues = [Queue(language_queue(name), routing_key=language_queue(name)) for name in languages or []]
+    queues.append(Queue(WEBHOOK_QUEUE, routing_key=WEBHOOK_QUEUE))
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_time_limit=settings.job_time_limit_s + 30,
+        broker_transport_options={
+            "visibility_timeout": 2 * settings.job_time_limit_s + 60,
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 1,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+        task_queues=queues,
+        task_default_queue=WEBHOOK_QUEUE,
+        task_create_missing_queues=True,
+    )
+    return app
+
+
+class Dispatcher:
+    """Publishes jobs. Blocking (kombu): the API calls it from a thread pool, never on the event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = make_celery(settings)
+
+    def submit(self, job_id: str, language: str) -> None:
+        queue = language_queue(language)
+        self.app.send_task(EXECUTE_TASK, args=[job_id], task_id=job_id, queue=queue, routing_key=queue)
+
+    def submit_webhook(self, job_id: str) -> None:
+        self.app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE, routing_key=WEBHOOK_QUEUE)

@@ -1,0 +1,119 @@
+"""Every Redis key and payload of the job store, in one place. Celery only dispatches a job id; the job's
+spec, state, live events and result live here, where the API reads them.
+
+Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
+
+    cb:job:{id}               hash   spec, language, state, created_at, started_at, finished_at, worker,
+                                     attempts, batch, result (JSON JobResult once finished)
+    cb:job:{id}:events        stream type ∈ state | step | stdout | stderr | result; data = JSON
+    cb:idem:{key}             string the job id an idempotency key maps to
+    cb:batch:{id}             hash   created_at, jobs (JSON list of job ids)
+    cb:workers                set    names of workers that have announced themselves
+    cb:worker:{name}          string JSON WorkerInfo, expiring after worker_ttl_s without a heartbeat
+    cb:worker:{name}:running  set    job ids that worker is running now
+    cb:cancel                 pub/sub channel: job ids to cancel
+
+Job and event keys expire `result_retention_s` after the job finishes. Payloads are JSON validated by the
+models in `cellblock.models` and here; never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cellblock.models import JobResult, JobSpec, JobState
+
+CANCEL_CHANNEL = "cb:cancel"
+WORKERS = "cb:workers"
+EVENT_STREAM_MAXLEN = 10000
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+
+def job_key(job_id: str) -> str:
+    return f"cb:job:{job_id}"
+
+
+def events_key(job_id: str) -> str:
+    return f"cb:job:{job_id}:events"
+
+
+def idempotency_key(key: str) -> str:
+    return f"cb:idem:{key}"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"cb:batch:{batch_id}"
+
+
+def worker_key(name: str) -> str:
+    return f"cb:worker:{name}"
+
+
+def running_key(name: str) -> str:
+    return f"cb:worker:{name}:running"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class WorkerInfo(BaseModel):
+    name: str = Field(description="Celery node name, unique per worker process group.")
+    host: str
+    slots: int
+    busy: int = 0
+    languages: list[str]
+    language_versions: dict[str, str] = {}
+    queues: list[str]
+    version: str
+    started_at: str
+    last_seen: str
+
+
+def new_job_fields(job_id: str, spec: JobSpec, batch_id: str | None = None) -> dict[str, str]:
+    """The hash a job starts with, written before the client hears 'accepted'."""
+    fields = {
+        "id": job_id,
+        "spec": spec.model_dump_json(),
+        "language": spec.language,
+        "state": JobState.QUEUED.value,
+        "created_at": now_iso(),
+        "attempts": "0",
+    }
+    if batch_id:
+        fields["batch"] = batch_id
+    return fields
+
+
+def event(kind: str, data: Any) -> dict[Any, Any]:
+    """Stream entry fields (typed loosely: redis-py's xadd wants its own union types)."""
+    return {"type": kind, "data": json.dumps(data, separators=(",", ":"))}
+
+
+def event_raw(kind: str, json_text: str) -> dict[Any, Any]:
+    """Like `event`, for data that is JSON text already (a serialized JobResult)."""
+    return {"type": kind, "data": json_text}
+
+
+def as_fields(raw: Any) -> dict[str, str]:
+    """A hash read with decode_responses=True: str keys and values (redis-py types it as bytes | str)."""
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def result_from_hash(fields: dict[str, str]) -> JobResult:
+    """The JobResult of a job hash: the stored result once finished, else what is known so far."""
+    if fields.get("result"):
+        return JobResult.model_validate_json(fields["result"])
+    return JobResult(
+        id=fields["id"],
+        state=JobState(fields.get("state", JobState.QUEUED.value)),
+        language=fields.get("language", ""),
+        created_at=datetime.fromisoformat(fields["created_at"]),
+        started_at=datetime.fromisoformat(fields["started_at"]) if fields.get("started_at") else None,
+        worker=fields.get("worker") or None,
+        message=fields.get("message") or None,
+    )

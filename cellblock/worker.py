@@ -1,0 +1,301 @@
+"""The Celery side: the execute task, its live events, cancellation, heartbeats, and worker start-up.
+
+A worker host runs `cellblock worker`: it checks the sandbox, runs every installed language's self-test
+through it, then becomes a Celery prefork worker with one process per sandbox slot, consuming only the
+queues of the languages that passed. A heartbeat thread in the main process publishes `WorkerInfo`.
+
+Delivery is at least once (late acks, requeue on a lost worker), so `run_job` is idempotent per job id: a job
+already finished or cancelled is skipped, and each delivery bumps an attempt counter; past `max_attempts`
+the job fails with a clear message instead of killing workers forever (a poison pill).
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from cellblock import __version__
+from cellblock.config import Settings
+from cellblock.dispatch import EXECUTE_TASK, WEBHOOK_TASK, language_queue, make_celery
+from cellblock.engine import Engine
+from cellblock.errors import CellblockError
+from cellblock.languages.registry import Language, Registry
+from cellblock.models import JobResult, JobSpec, JobState, StepResult, Verdict
+from cellblock.sandbox.host import SandboxHost
+from cellblock.state import (
+    CANCEL_CHANNEL,
+    EVENT_STREAM_MAXLEN,
+    TERMINAL_STATES,
+    WORKERS,
+    WorkerInfo,
+    as_fields,
+    event,
+    event_raw,
+    events_key,
+    job_key,
+    now_iso,
+    result_from_hash,
+    running_key,
+    worker_key,
+)
+from cellblock.webhooks import deliver_webhook
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Per worker process: one Redis client, one engine, one cancel listener. Created after fork."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.redis = redis.Redis.from_url(settings.job_store_url(), decode_responses=True)
+        self.engine = Engine(settings, Registry.load(), SandboxHost(settings))
+        self.current: str | None = None
+        self.cancelled: set[str] = set()
+        threading.Thread(target=self._listen_for_cancels, daemon=True, name="cancel-listener").start()
+
+    def _listen_for_cancels(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub.subscribe(CANCEL_CHANNEL)
+                for message in pubsub.listen():
+                    if message.get("type") == "message" and message["data"] == self.current:
+                        self.cancelled.add(str(message["data"]))
+            except redis.RedisError:
+                time.sleep(1)
+
+
+class StreamObserver:
+    """Turns a job's steps and output into events on its Redis stream, as they happen."""
+
+    def __init__(self, runtime: Runtime, job_id: str) -> None:
+        self.runtime = runtime
+        self.job_id = job_id
+        self.label = ""
+        self.decoders: dict[str, codecs.IncrementalDecoder] = {}
+
+    def _emit(self, kind: str, data: Any) -> None:
+        try:
+            self.runtime.redis.xadd(
+                events_key(self.job_id), event(kind, data), maxlen=EVENT_STREAM_MAXLEN, approximate=True
+            )
+        except redis.RedisError as exc:  # live events are best effort; the result is what must not be lost
+            log.warning("job %s: event not published: %s", self.job_id, exc)
+
+    def step_started(self, label: str) -> None:
+        self.label = label
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")() for name in ("stdout", "stderr")}
+        self._emit("step", {"step": label, "phase": "started"})
+
+    def output(self, stream: str, data: bytes) -> None:
+        try:
+            text, encoding = self.decoders[stream].decode(data), "utf8"
+        except UnicodeDecodeError:
+            self.decoders[stream] = codecs.getincrementaldecoder("utf-8")()
+            text, encoding = base64.b64encode(data).decode("ascii"), "base64"
+        if text:
+            self._emit(stream, {"step": self.label, "data": text, "encoding": encoding})
+
+    def step_finished(self, label: str, step: StepResult) -> None:
+        self._emit("step", {"step": label, "phase": "finished", "outcome": step.outcome.value})
+
+    def cancelled(self) -> bool:
+        return self.job_id in self.runtime.cancelled
+
+
+def finish(runtime: Runtime, result: JobResult, *, notify: str | None) -> None:
+    """Store the result and end the event stream in one transaction; then the retention clock starts."""
+    r, ttl = runtime.redis, runtime.settings.result_retention_s
+    payload = result.model_dump_json()
+    with r.pipeline(transaction=True) as pipe:
+        pipe.hset(job_key(result.id), mapping={
+            "state": result.state.value, "result": payload,
+            "finished_at": (result.finished_at.isoformat() if result.finished_at else now_iso()),
+        })  # fmt: skip
+        pipe.xadd(events_key(result.id), event("state", {"state": result.state.value}))
+        pipe.xadd(events_key(result.id), event_raw("result", payload))
+        pipe.expire(job_key(result.id), ttl)
+        pipe.expire(events_key(result.id), ttl)
+        pipe.srem(running_key(runtime.name), result.id)
+        pipe.execute()
+    if notify:
+        runtime_app().send_task(WEBHOOK_TASK, args=[result.id], queue="webhooks", routing_key="webhooks")
+
+
+def _failed(fields: dict[str, str], message: str, worker: str) -> JobResult:
+    result = result_from_hash(fields)
+    result.state, result.verdict, result.message = JobState.FAILED, Verdict.INTERNAL_ERROR, message
+    result.worker, result.finished_at = worker, datetime.now(UTC)
+    return result
+
+
+def run_job(runtime: Runtime, job_id: str) -> None:
+    r = runtime.redis
+    attempts = r.hincrby(job_key(job_id), "attempts", 1)
+    fields = as_fields(r.hgetall(job_key(job_id)))
+    if "spec" not in fields:
+        r.delete(job_key(job_id))  # expired or never stored: nothing to run
+        log.warning("job %s: not in the job store, skipped", job_id)
+        return
+    if JobState(fields["state"]) in TERMINAL_STATES:
+        return  # a second delivery of a finished job, or cancelled while queued
+    spec = JobSpec.model_validate_json(fields["spec"])
+    if attempts > runtime.settings.max_attempts:
+        message = f"gave up after {attempts - 1} attempts: the worker running this job died each time"
+        finish(runtime, _failed(fields, message, runtime.name), notify=spec.callback_url)
+        return
+    runtime.current = job_id
+    with r.pipeline() as pipe:
+        pipe.hset(job_key(job_id), mapping={"state": JobState.RUNNING.value, "started_at": now_iso(),
+                                            "worker": runtime.name})  # fmt: skip
+        pipe.xadd(events_key(job_id), event("state", {"state": JobState.RUNNING.value, "worker": runtime.name}))
+        pipe.sadd(running_key(runtime.name), job_id)
+        pipe.execute()
+    try:
+        result = runtime.engine.run(spec, job_id=job_id, observer=StreamObserver(runtime, job_id),
+                                    created_at=datetime.fromisoformat(fields["created_at"]))  # fmt: skip
+    except CellblockError as exc:  # e.g. a language this host lost since the API accepted the job
+        result = _failed(fields, exc.message, runtime.name)
+    finally:
+        runtime.current = None
+        runtime.cancelled.discard(job_id)
+    result.worker = runtime.name
+    finish(runtime, result, notify=spec.callback_url)
+
+
+_RUNTIME: dict[int, Runtime] = {}
+_APP: dict[str, Any] = {}
+
+
+def runtime_app() -> Any:
+    return _APP["app"]
+
+
+def _runtime(settings: Settings, name: str) -> Runtime:
+    """One Runtime per process, created lazily after the prefork fork (threads and sockets don't survive it)."""
+    pid = os.getpid()
+    if pid not in _RUNTIME:
+        _RUNTIME.clear()
+        _RUNTIME[pid] = Runtime(settings, name)
+    return _RUNTIME[pid]
+
+
+def build_app(settings: Settings, languages: list[str], name: str) -> Any:
+    app = make_celery(settings, languages)
+    _APP["app"] = app
+
+    @app.task(name=EXECUTE_TASK, max_retries=0)
+    def execute(job_id: str) -> None:
+        run_job(_runtime(settings, name), job_id)
+
+    @app.task(name=WEBHOOK_TASK, max_retries=0)
+    def webhook(job_id: str) -> None:
+        deliver_webhook(settings, job_id)
+
+    return app
+
+
+def self_test_languages(engine: Engine, say: Callable[[str], None]) -> tuple[list[Language], dict[str, str]]:
+    """Run every installed language's self-test through the real sandbox; return those that pass."""
+    passed: list[Language] = []
+    versions: dict[str, str] = {}
+    for lang in engine.registry.languages:
+        version = lang.host_version()
+        if version is None:
+            continue
+        try:
+            ok, reason = engine.self_test(lang)
+        except CellblockError as exc:
+            ok, reason = False, exc.message
+        say(f"{'ok  ' if ok else 'FAIL'}  {lang.name} {version}" + ("" if ok else f": {reason}"))
+        if ok:
+            passed.append(lang)
+            versions[lang.name] = version
+    return passed, versions
+
+
+class Heartbeat(threading.Thread):
+    """Publishes this worker's WorkerInfo every heartbeat_interval_s, with a TTL so a dead host disappears."""
+
+    def __init__(self, settings: Settings, info: WorkerInfo) -> None:
+        super().__init__(daemon=True, name="heartbeat")
+        self.settings = settings
+        self.info = info
+        self.redis = redis.Redis.from_url(settings.job_store_url(), decode_responses=True)
+        self.stopped = threading.Event()
+
+    def beat(self) -> None:
+        self.info.busy = self.redis.scard(running_key(self.info.name))
+        self.info.last_seen = now_iso()
+        ttl_ms = int(self.settings.worker_ttl_s * 1000)
+        with self.redis.pipeline() as pipe:
+            pipe.sadd(WORKERS, self.info.name)
+            pipe.set(worker_key(self.info.name), self.info.model_dump_json(), px=ttl_ms)
+            pipe.execute()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.heartbeat_interval_s):
+            try:
+                self.beat()
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            self.redis.delete(worker_key(self.info.name))
+            self.redis.srem(WORKERS, self.info.name)
+        except redis.RedisError:
+            pass
+
+
+def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | None = None) -> int:
+    """`cellblock worker`: check the sandbox, self-test languages, consume their queues until stopped."""
+    host = SandboxHost(settings)  # raises SandboxUnavailable: no sandbox, no worker
+    engine = Engine(settings, Registry.load(), host)
+    languages, versions = self_test_languages(engine, say)
+    if not languages:
+        say("no language passed its self-test: this worker would run nothing")
+        return 1
+    node = name or f"cellblock-{socket.gethostname()}-{os.getpid()}"
+    queues = [language_queue(lang.name) for lang in languages]
+    slots = settings.slot_count()
+    info = WorkerInfo(name=node, host=socket.gethostname(), slots=slots, languages=[lang.name for lang in languages],
+                      language_versions=versions, queues=queues, version=__version__, started_at=now_iso(),
+                      last_seen=now_iso())  # fmt: skip
+    heartbeat = Heartbeat(settings, info)
+    heartbeat.beat()
+    heartbeat.start()
+    app = build_app(settings, [lang.name for lang in languages], node)
+    say(f"worker {node}: {slots} slots, queues {', '.join(queues)}")
+    try:
+        app.worker_main([
+            "worker", "--pool", "prefork", "--concurrency", str(slots), "--queues", ",".join(queues),
+            "--hostname", node, "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--optimization", "fair", "--loglevel", "WARNING", "--max-tasks-per-child", "1000",
+        ])  # fmt: skip
+    finally:
+        heartbeat.stop()
+    return 0
+
+
+def start_webhook_worker(settings: Settings, *, name: str | None = None) -> int:
+    """`cellblock webhooks`: delivers results to callback URLs from a thread pool, never from a sandbox slot."""
+    node = name or f"cellblock-webhooks-{socket.gethostname()}-{os.getpid()}"
+    app = build_app(settings, [], node)
+    app.worker_main(["worker", "--pool", "threads", "--concurrency", "8", "--queues", "webhooks",
+                     "--hostname", node, "--without-gossip", "--without-mingle", "--without-heartbeat",
+                     "--loglevel", "WARNING"])  # fmt: skip
+    return 0
