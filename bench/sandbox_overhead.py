@@ -255,8 +255,9 @@ def profile(runner: Runner, runs: int, lang: str) -> None:
         (sup.Supervisor, "_open_io", "open stdin/stdout/stderr files"),
         (SeccompProgram, "open_fd", "open seccomp fd"),
         (sup, "launch_argv", "build argv"),
-        (subprocess.Popen, "__init__", "Popen (fork + exec prlimit)"),
-        (sup, "_read_info", "wait for bwrap setup (info fd)"),
+        (subprocess.Popen, "__init__", "Popen (vfork + exec cellblock-launch)"),
+        (sup, "_read_info", "wait for bwrap's child pid (info fd)"),
+        (sup, "_wait_until_blocked", "wait for bwrap's mounts (child blocked)"),
         (run_cls, "attach", "attach pid to cgroups"),
         (sup.Supervisor, "_watch", "program runs (watch until bwrap exits)"),
         (subprocess.Popen, "wait", "Popen.wait (reap)"),
@@ -280,7 +281,7 @@ def profile(runner: Runner, runs: int, lang: str) -> None:
     for _, _, label in points:
         values = table.get(label, [])
         if values:
-            print(f"  {label:<42} {statistics.median(values) * 1000:8.3f}   x{len(values) / runs:.1f}")
+            print(f"  {label:<44} {statistics.median(values) * 1000:8.3f}   x{len(values) / runs:.1f}")
     runner.host.cgroups.sweep_slot("bench-probe")
     _remove_probe_parent(runner.host)
 
@@ -297,32 +298,36 @@ def _strip(argv: list[str], option: str, values: int) -> list[str]:
 
 
 def components(runner: Runner, runs: int) -> None:
-    """The pieces of a launch, each alone: what a fork with a uid change, an exec, bwrap itself cost."""
+    """The pieces of a launch, each alone: what a fork with a uid change, the launcher, bwrap itself cost."""
     host, uid = runner.host, runner.sandbox.uid
-    layout = BwrapLayout(bwrap=host.bwrap, box_dir=runner.box, etc_dir=host.etc_dir,
+    layout = BwrapLayout(bwrap=host.bwrap, launcher=str(host.launcher), box_dir=runner.box, etc_dir=host.etc_dir,
                          tmp_size_bytes=host.settings.tmp_size_mib << 20)  # fmt: skip
     seccomp_fd = host.seccomp.open_fd()
     os.set_inheritable(seccomp_fd, True)
-    full = launch_argv(layout, LIMITS, ["./hello"], info_fd=98, block_fd=99, seccomp_fd=seccomp_fd, env={},
-                       ro_binds=[], network=False)  # fmt: skip
+    full = launch_argv(layout, LIMITS, ["./hello"], uid=uid, gid=uid, info_fd=98, block_fd=99,
+                       seccomp_fd=seccomp_fd, env={}, ro_binds=[], network=False)  # fmt: skip
     full = _strip(_strip(full, "--info-fd", 1), "--block-fd", 1)
-    full[0] = host.prlimit
-    prlimit = full[: full.index("--") + 1]
+    launch = full[: full.index("--") + 1]  # cellblock-launch UID GID limits… --
     bwrap = full[full.index("--") + 1 :]
     as_slot: dict[str, Any] = {"user": uid, "group": uid, "extra_groups": []}
-    setpriv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
     hello = str(runner.binary)
     cases: list[tuple[str, list[str], dict[str, Any]]] = [
         ("bare hello, Popen (vfork)", [hello], {}),
         ("bare hello, Popen(user=, group=, extra_groups=) (fork)", [hello], as_slot),
-        ("setpriv -> hello (vfork + 1 exec)", [*setpriv, hello], {}),
-        ("prlimit -> hello as slot uid (fork + 1 exec)", [*prlimit, hello], as_slot),
-        ("prlimit -> setpriv -> hello (vfork + 2 execs)", [*prlimit, *setpriv, hello], {}),
-        ("bwrap (our argv) -> hello, as slot uid", bwrap, as_slot),
-        ("prlimit -> bwrap -> hello, as slot uid (= the launch)", full, as_slot),
-        ("bwrap without --unshare-net", _strip(bwrap, "--unshare-net", 0), as_slot),
-        ("bwrap without --seccomp", _strip(bwrap, "--seccomp", 1), as_slot),
+        ("cellblock-launch -> hello (vfork + 1 static exec)", [*launch, hello], {}),
+        ("bwrap (our argv) -> hello, Popen(user=) (fork)", bwrap, as_slot),
+        ("cellblock-launch -> bwrap -> hello (= the launch)", full, {}),
+        ("  same, bwrap without --unshare-net", _strip(full, "--unshare-net", 0), {}),
+        ("  same, bwrap without --seccomp", _strip(full, "--seccomp", 1), {}),
     ]
+    prlimit, setpriv = shutil.which("prlimit"), shutil.which("setpriv")
+    if prlimit and setpriv:  # the path cellblock-launch replaced, for comparison
+        _, _, _, cpu_soft, cpu_hard, fsize, nofile, stack, as_bytes, _ = launch
+        old = [prlimit, f"--cpu={cpu_soft}:{cpu_hard}", f"--fsize={fsize}", f"--nofile={nofile}",
+               f"--stack={stack}", "--core=0", f"--as={as_bytes}", "--", setpriv, f"--reuid={uid}",
+               f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+               "--"]  # fmt: skip
+        cases.append(("old: prlimit -> setpriv -> hello (vfork + 2 dynamic execs)", [*old, hello], {}))
     samples: dict[str, list[float]] = defaultdict(list)
     try:
         for _ in range(runs):
@@ -342,7 +347,7 @@ def components(runner: Runner, runs: int) -> None:
         _remove_probe_parent(host)
     print(f"\nComponents alone, interleaved (median ms of {runs}; no cgroups, no handshake unless named):")
     for label, values in samples.items():
-        print(f"  {label:<56} {statistics.median(values) * 1000:8.3f}")
+        print(f"  {label:<60} {statistics.median(values) * 1000:8.3f}")
 
 
 def _remove_probe_parent(host: SandboxHost) -> None:

@@ -200,6 +200,67 @@ def languages_command(as_json: bool, no_self_test: bool) -> None:
         click.echo(f"{row['name']:<12} {row['version'] or '-':<10} {row['display_name']:<24} {row['status']}")
 
 
+def _service_settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@main.command("serve")
+@click.option("--redis", "redis_url", help="Use this Redis (redis://, rediss://, unix://) and run the API only.")
+@click.option("--broker", "broker_url", help="Celery broker URL (default: the Redis).")
+@click.option("--host", help="Address the API listens on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port of the API (default 8000).")
+@click.option("--slots", type=int, help="Sandbox slots (embedded mode; default: one per core).")
+def serve_command(redis_url: str | None, broker_url: str | None, host: str | None, port: int | None,
+                  slots: int | None) -> None:  # fmt: skip
+    """Run Cellblock. Without --redis: a private Redis, workers and the API, nothing to configure."""
+    settings = _service_settings(redis_url=redis_url, broker_url=broker_url, api_host=host, api_port=port,
+                                 worker_slots=slots)  # fmt: skip
+    if settings.redis_url is None:
+        from cellblock.local import serve_embedded
+
+        try:
+            sys.exit(serve_embedded(settings, click.echo))
+        except CellblockError as exc:
+            _fail(exc)
+    import uvicorn
+
+    from cellblock.api import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
+                timeout_graceful_shutdown=10)  # fmt: skip
+
+
+@main.command("worker")
+@click.option("--redis", "redis_url", help="The cluster's Redis (job store; broker unless --broker).")
+@click.option("--broker", "broker_url", help="Celery broker URL, e.g. amqp://… for RabbitMQ.")
+@click.option("--slots", type=int, help="Sandbox slots on this host (default: one per core).")
+@click.option("--name", help="Worker name (default: cellblock-<host>-<pid>).")
+def worker_command(redis_url: str | None, broker_url: str | None, slots: int | None, name: str | None) -> None:
+    """Join a cluster: self-test every language, then run jobs of those that passed."""
+    from cellblock.worker import start_worker
+
+    settings = _service_settings(redis_url=redis_url, broker_url=broker_url, worker_slots=slots)
+    if settings.redis_url is None:
+        _fail(UserError("a worker needs --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
+    try:
+        sys.exit(start_worker(settings, click.echo, name=name))
+    except CellblockError as exc:
+        _fail(exc)
+
+
+@main.command("webhooks")
+@click.option("--redis", "redis_url", help="The cluster's Redis.")
+@click.option("--broker", "broker_url", help="Celery broker URL.")
+def webhooks_command(redis_url: str | None, broker_url: str | None) -> None:
+    """Deliver finished jobs to their callback_url (a thread pool; no sandbox needed)."""
+    from cellblock.worker import start_webhook_worker
+
+    settings = _service_settings(redis_url=redis_url, broker_url=broker_url)
+    if settings.redis_url is None:
+        _fail(UserError("webhooks need --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
+    sys.exit(start_webhook_worker(settings))
+
+
 @main.command("doctor")
 def doctor_command() -> None:
     """Check every prerequisite of the sandbox and each toolchain; say how to fix what is missing."""

@@ -59,7 +59,7 @@ class Runtime:
     def __init__(self, settings: Settings, name: str) -> None:
         self.settings = settings
         self.name = name
-        self.redis = redis.Redis.from_url(settings.job_store_url(), decode_responses=True)
+        self.redis = redis.Redis.from_url(settings.job_store_url(), decode_responses=True, socket_timeout=30)
         self.engine = Engine(settings, Registry.load(), SandboxHost(settings))
         self.current: str | None = None
         self.cancelled: set[str] = set()
@@ -70,8 +70,9 @@ class Runtime:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(CANCEL_CHANNEL)
-                for message in pubsub.listen():
-                    if message.get("type") == "message" and message["data"] == self.current:
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message" and message["data"] == self.current:
                         self.cancelled.add(str(message["data"]))
             except redis.RedisError:
                 time.sleep(1)
@@ -168,6 +169,9 @@ def run_job(runtime: Runtime, job_id: str) -> None:
                                     created_at=datetime.fromisoformat(fields["created_at"]))  # fmt: skip
     except CellblockError as exc:  # e.g. a language this host lost since the API accepted the job
         result = _failed(fields, exc.message, runtime.name)
+    except Exception:  # our bug: the job still ends, as failed, rather than hang in "running" forever
+        log.exception("job %s: unexpected error", job_id)
+        result = _failed(fields, "internal error while running the job", runtime.name)
     finally:
         runtime.current = None
         runtime.cancelled.discard(job_id)

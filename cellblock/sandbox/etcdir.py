@@ -58,6 +58,8 @@ def prepare_etc(shared: Path) -> Path:
     os.chmod(work, 0o755)
     try:
         os.rename(work, target)
-    except OSError:  # another worker prepared the same content first
+    except OSError:
         shutil.rmtree(work, ignore_errors=True)
+        if not target.is_dir():  # not "another worker prepared the same content first": a real failure
+            raise
     return target

@@ -171,6 +171,28 @@ class SandboxHost:
         finally:
             os.close(fd)
 
+    def sweep_idle_slots(self) -> int:
+        """Clean every slot no process holds (after killed workers). Returns how many were swept."""
+        swept = 0
+        for index in range(self.settings.max_slots):
+            path = self.settings.slot_lock_dir / f"slot{index}.lock"
+            if not path.exists():
+                continue
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                sandbox = Sandbox(self, index)
+                sandbox._prepare_dirs()
+                sandbox._remove_dirs()
+                swept += 1
+            finally:
+                os.close(fd)
+        return swept
+
     def _lock_a_slot(self) -> tuple[int, int]:
         limit = self.settings.max_slots
         while True:

@@ -176,7 +176,7 @@ class Supervisor:
         io_dir = self.identity.io_dir
         stdin_path = io_dir / "stdin"
         stdin_path.write_bytes(stdin)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW  # RDWR: the tail reads it
         stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         stdout_fd = os.open(io_dir / "stdout", flags, 0o600)
         stderr_fd = os.open(io_dir / "stderr", flags, 0o600)

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from cellblock.sandbox import bwrap
-from cellblock.sandbox.bwrap import BwrapLayout, etc_files, launch_argv, rlimit_args
+from cellblock.sandbox.bwrap import ETC_MOUNT, ETC_NAMES, BwrapLayout, launch_argv, launcher_args
 from cellblock.sandbox.spec import RunLimits
 
+LAUNCHER = "/data/shared/cellblock-launch-0123456789abcdef"
 LAYOUT = BwrapLayout(
-    bwrap="/usr/bin/bwrap", prlimit="/usr/bin/prlimit", setpriv="/usr/bin/setpriv",
-    box_dir=Path("/data/slots/slot3/box"), etc_dir=Path("/data/shared/etc"),
-    tmp_size_bytes=64 * 1024 * 1024,
+    bwrap="/usr/bin/bwrap", launcher=LAUNCHER, box_dir=Path("/data/slots/slot3/box"),
+    etc_dir=Path("/data/shared/etc-fedcba9876543210"), tmp_size_bytes=64 * 1024 * 1024,
 )  # fmt: skip
 LIMITS = RunLimits(
     cpu_time_s=2.0, wall_time_s=5.0, memory_kib=256 * 1024, processes=64, output_bytes=1024 * 1024,
@@ -21,8 +21,10 @@ LIMITS = RunLimits(
 )  # fmt: skip
 PROGRAM = ["./main", "--", "two words", "$(touch /pwned); `id` | cat > x", "--unshare-net"]
 INFO_FD, BLOCK_FD, SECCOMP_FD = 11, 12, 13
-SLOT_UID = 60003
+SLOT_UID, SLOT_GID = 60003, 60103  # different, so that swapped positions are caught
 SHELL_CHARS = set(" \t\n;&|$`<>()'\"*?")
+# cellblock-launch's positional arguments, in order (launcher/cellblock-launch.c).
+POSITIONS = ("uid", "gid", "cpu_soft", "cpu_hard", "fsize", "nofile", "stack", "as")
 
 
 def build(
@@ -34,30 +36,23 @@ def build(
     ro_binds: list[str] | None = None,
 ) -> list[str]:
     return launch_argv(
-        LAYOUT, limits, list(PROGRAM if program is None else program), uid=SLOT_UID, gid=SLOT_UID,
+        LAYOUT, limits, list(PROGRAM if program is None else program), uid=SLOT_UID, gid=SLOT_GID,
         info_fd=INFO_FD, block_fd=BLOCK_FD,
         seccomp_fd=SECCOMP_FD, env=env or {}, ro_binds=ro_binds or [], network=network,
     )  # fmt: skip
 
 
 def split(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """(prlimit flags, bwrap argv incl. its binary, program): split at the first three '--'."""
-    assert argv[0] == "/usr/bin/prlimit"
+    """(launcher arguments, bwrap argv incl. its binary, program): split at the first two '--'."""
+    assert argv[0] == LAUNCHER
     first = argv.index("--")
     second = argv.index("--", first + 1)
-    third = argv.index("--", second + 1)
-    return argv[1:first], argv[second + 1 : third], argv[third + 1 :]
+    return argv[1:first], argv[first + 1 : second], argv[second + 1 :]
 
 
-def test_privileges_are_dropped_by_setpriv_before_bwrap() -> None:
-    argv = build()
-    first = argv.index("--")
-    second = argv.index("--", first + 1)
-    drop = argv[first + 1 : second]
-    assert drop[0] == "/usr/bin/setpriv"
-    for flag in (f"--reuid={SLOT_UID}", f"--regid={SLOT_UID}", "--clear-groups", "--inh-caps=-all",
-                 "--bounding-set=-all", "--no-new-privs"):  # fmt: skip
-        assert flag in drop
+def named(args: list[str]) -> dict[str, int]:
+    assert len(args) == len(POSITIONS)
+    return {name: int(value) for name, value in zip(POSITIONS, args, strict=True)}
 
 
 def has_seq(args: list[str], *seq: str) -> bool:
@@ -74,14 +69,31 @@ def setenvs(args: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def test_structure_prlimit_then_bwrap_then_program_verbatim() -> None:
+def symlinks(args: list[str]) -> dict[str, str]:
+    """link path -> target, for every `--symlink TARGET LINK`."""
+    return {args[i + 2]: args[i + 1] for i, arg in enumerate(args) if arg == "--symlink"}
+
+
+def test_structure_launcher_then_bwrap_then_program_verbatim() -> None:
     argv = build()
     assert all(isinstance(a, str) for a in argv)
-    flags, bw, program = split(argv)
+    args, bw, program = split(argv)
     assert bw[0] == "/usr/bin/bwrap"
+    # The launcher's `--` is exactly at position 9 (launcher + 8 numbers): the C code checks argv[9].
+    assert argv[9] == "--"
+    assert len(args) == 8 and all(a.isdigit() for a in args)
     # The program comes after bwrap's own `--`, unquoted and unchanged, even with `--` and metacharacters.
     assert program == PROGRAM
-    assert flags and all(f.startswith("--") and "=" in f for f in flags)
+    assert argv[len(argv) - len(PROGRAM) - 1] == "--"
+    assert "--" not in bw
+
+
+def test_launcher_drops_to_the_slot_uid_and_gid() -> None:
+    args, _, _ = split(build())
+    values = named(args)
+    assert values["uid"] == SLOT_UID
+    assert values["gid"] == SLOT_GID
+    assert launcher_args(LIMITS, 1, 2)[:2] == ["1", "2"]
 
 
 def test_every_isolation_flag_is_present() -> None:
@@ -103,14 +115,30 @@ def test_every_isolation_flag_is_present() -> None:
     assert has_seq(bw, "--seccomp", str(SECCOMP_FD))
     assert has_seq(bw, "--info-fd", str(INFO_FD))
     assert has_seq(bw, "--block-fd", str(BLOCK_FD))
-    # Host paths are read-only: /usr and the few /etc files; nothing is bound writable except the box.
+    # Host paths are read-only: /usr and our prepared /etc; nothing is bound writable except the box.
     assert has_seq(bw, "--ro-bind-try", "/usr", "/usr")
     assert bw.count("--bind") == 1
     assert "--share-net" not in bw and "--unshare-all" not in bw  # explicit list, so --share-net cannot sneak in
     for target, link in (("usr/bin", "/bin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64"), ("usr/sbin", "/sbin")):
         assert has_seq(bw, "--symlink", target, link)
-    for name in ("passwd", "group", "hosts", "nsswitch.conf"):
-        assert has_seq(bw, "--ro-bind", f"/data/shared/etc/{name}", f"/etc/{name}")
+
+
+def test_etc_is_one_read_only_bind_plus_a_symlink_per_name() -> None:
+    _, bw, _ = split(build())
+    assert has_seq(bw, "--ro-bind", "/data/shared/etc-fedcba9876543210", ETC_MOUNT)
+    assert bw.count("--ro-bind") == 1  # one bind for all of /etc; everything else host-side is --ro-bind-try
+    # No host /etc entry is bound (without network): the box sees only our prepared files.
+    sources = [bw[i + 1] for i, a in enumerate(bw) if a in ("--bind", "--ro-bind", "--ro-bind-try")]
+    assert not any(s.startswith("/etc") for s in sources), sources
+    links = symlinks(bw)
+    etc_links = {link: target for link, target in links.items() if link.startswith("/etc/")}
+    assert etc_links == {f"/etc/{name}": f"{ETC_MOUNT}/{name}" for name in ETC_NAMES}
+    for name in ("passwd", "group", "hosts", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives"):
+        assert name in ETC_NAMES
+    # The mount must exist before a link into it is followed; bwrap applies operations in order.
+    assert bw.index(ETC_MOUNT) < min(i for i, a in enumerate(bw) if a.startswith(f"{ETC_MOUNT}/"))
+    # Nothing writable there: the bind is read-only and "/" is remounted read-only after the links.
+    assert bw.index("--remount-ro") > max(i for i, a in enumerate(bw) if a.startswith("/etc/"))
 
 
 def test_clearenv_comes_before_every_setenv() -> None:
@@ -129,6 +157,9 @@ def test_network_only_when_asked() -> None:
         assert flag in on
     assert has_seq(on, "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
     assert "/etc/resolv.conf" not in off
+    # With network the /etc layout is the same, plus resolv.conf.
+    assert symlinks(on) == symlinks(off)
+    assert has_seq(on, "--ro-bind", "/data/shared/etc-fedcba9876543210", ETC_MOUNT)
 
 
 def test_environment_is_the_box_defaults_overridden_by_the_step() -> None:
@@ -146,69 +177,59 @@ def test_extra_ro_binds_are_read_only_at_the_same_place() -> None:
     assert has_seq(bw, "--ro-bind-try", "/etc/java-17-openjdk", "/etc/java-17-openjdk")
     assert has_seq(bw, "--ro-bind-try", "/opt/tool", "/opt/tool")
     assert not has_seq(bw, "--bind", "/opt/tool", "/opt/tool")
+    assert bw.count("--bind") == 1  # still only the box
 
 
 def test_no_shell_anywhere() -> None:
     argv = build()
-    flags, bw, _ = split(argv)
-    for arg in [*flags, *bw]:
+    args, bw, _ = split(argv)
+    for arg in [LAUNCHER, *args, *bw]:
         assert not (set(arg) & SHELL_CHARS), arg
-    assert not {"sh", "/bin/sh", "bash", "-c"} & {*flags, *bw}
+    assert not {"sh", "/bin/sh", "bash", "-c"} & {*args, *bw}
 
 
 def test_rlimits_from_the_limits() -> None:
-    flags = rlimit_args(LIMITS)
+    values = named(launcher_args(LIMITS, SLOT_UID, SLOT_GID))
     # CPU is a backstop above the watcher's total-CPU limit: soft = ceil(limit) + 1, hard = soft + 1.
-    assert "--cpu=3:4" in flags
-    assert f"--fsize={10 * 1024 * 1024 + 1}" in flags  # max(output, file size) + 1 byte
-    assert "--nofile=64" in flags
-    assert f"--stack={8192 * 1024}" in flags
-    assert "--core=0" in flags
+    assert (values["cpu_soft"], values["cpu_hard"]) == (3, 4)
+    assert values["fsize"] == 10 * 1024 * 1024 + 1  # max(output, file size) + 1 byte
+    assert values["nofile"] == 64
+    assert values["stack"] == 8192 * 1024  # the launcher wants bytes; RunLimits has KiB
     # RLIMIT_AS is a backstop above the cgroup limit: 2 × memory + 64 MiB for loader, libraries and arenas.
-    assert f"--as={2 * 256 * 1024 * 1024 + (64 << 20)}" in flags
-    assert len(flags) == 6
+    assert values["as"] == 2 * 256 * 1024 * 1024 + (64 << 20)
 
 
 def test_fractional_cpu_rounds_up() -> None:
     limits = RunLimits(cpu_time_s=2.2, wall_time_s=5, memory_kib=1024, processes=1, output_bytes=10,
                        file_size_bytes=5)  # fmt: skip
-    flags = rlimit_args(limits)
-    assert "--cpu=4:5" in flags
-    assert "--fsize=11" in flags  # the output cap is the larger of the two here
+    values = named(launcher_args(limits, SLOT_UID, SLOT_GID))
+    assert (values["cpu_soft"], values["cpu_hard"]) == (4, 5)
+    assert values["fsize"] == 11  # the output cap is the larger of the two here
 
 
 def test_address_space_only_when_the_language_tolerates_it() -> None:
     without = RunLimits(**{**LIMITS.__dict__, "address_space": False})
-    flags = rlimit_args(without)
-    assert not any(f.startswith("--as") for f in flags)
-    argv_flags, _, _ = split(build(limits=without))
-    assert not any(f.startswith("--as") for f in argv_flags)
+    assert named(launcher_args(without, SLOT_UID, SLOT_GID))["as"] == 0  # 0 = the launcher leaves AS alone
+    argv_args, _, _ = split(build(limits=without))
+    assert named(argv_args)["as"] == 0
     with_as, _, _ = split(build())
-    assert f"--as={LIMITS.address_space_bytes}" in with_as
+    assert named(with_as)["as"] == LIMITS.address_space_bytes
 
 
 def test_address_space_backstop_follows_the_memory_limit() -> None:
     small = RunLimits(**{**LIMITS.__dict__, "memory_kib": 16 * 1024})
     assert small.address_space_bytes == 2 * 16 * 1024 * 1024 + (64 << 20)
-    assert f"--as={small.address_space_bytes}" in rlimit_args(small)
+    assert named(launcher_args(small, SLOT_UID, SLOT_GID))["as"] == small.address_space_bytes
     assert small.address_space_bytes > small.memory_kib * 1024  # never below the cgroup limit it backs up
 
 
-def test_rlimits_go_to_prlimit_not_to_bwrap() -> None:
-    flags, bw, _ = split(build())
-    assert flags == rlimit_args(LIMITS)
-    assert not any(a.startswith(("--cpu", "--fsize", "--as=", "--nofile", "--core")) for a in bw)
+def test_limits_go_to_the_launcher_not_to_bwrap() -> None:
+    args, bw, _ = split(build())
+    assert args == launcher_args(LIMITS, SLOT_UID, SLOT_GID)
+    assert not any(a.startswith(("--cpu", "--fsize", "--as", "--nofile", "--core", "--stack", "--rlimit")) for a in bw)
+    assert str(LIMITS.address_space_bytes) not in bw and str(LIMITS.fsize_bytes) not in bw
 
 
 def test_empty_program_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         build(program=[])
-
-
-def test_etc_files_name_one_unprivileged_user() -> None:
-    files = etc_files()
-    assert set(files) == {"passwd", "group", "hosts", "nsswitch.conf"}
-    passwd = files["passwd"].splitlines()
-    assert "runner:x:1000:1000:runner:/box:/bin/sh" in passwd
-    assert not any(line.split(":")[2] == "0" for line in passwd)  # no root user inside the box
-    assert "127.0.0.1 localhost box" in files["hosts"]

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,15 +28,20 @@ static void die(const char *what) {
     exit(125);
 }
 
-static unsigned long long number(const char *text, const char *name) {
+/* A decimal number, digits only (strtoull alone would accept blanks, signs and wrap "-1"), at most max. */
+static unsigned long long number_max(const char *text, const char *name, unsigned long long max) {
     char *end = NULL;
     errno = 0;
     unsigned long long value = strtoull(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-') {
+    if (text[0] < '0' || text[0] > '9' || errno != 0 || *end != '\0' || value > max) {
         fprintf(stderr, "cellblock-launch: bad %s: %s\n", name, text);
         exit(125);
     }
     return value;
+}
+
+static unsigned long long number(const char *text, const char *name) {
+    return number_max(text, name, ULLONG_MAX);
 }
 
 static void limit(int resource, rlim_t soft, rlim_t hard, const char *name) {
@@ -48,8 +54,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: cellblock-launch UID GID CPU_SOFT CPU_HARD FSIZE NOFILE STACK AS -- PROGRAM...\n");
         return 125;
     }
-    uid_t uid = (uid_t)number(argv[1], "uid");
-    gid_t gid = (gid_t)number(argv[2], "gid");
+    uid_t uid = (uid_t)number_max(argv[1], "uid", (uid_t)-2);
+    gid_t gid = (gid_t)number_max(argv[2], "gid", (gid_t)-2);
     if (uid == 0 || gid == 0) {
         fprintf(stderr, "cellblock-launch: refusing to run as root\n");
         return 125;

@@ -1,0 +1,5 @@
+"""`python -m cellblock` is the `cellblock` command."""
+
+from cellblock.cli import main
+
+main()

@@ -1,0 +1,155 @@
+"""The API's asynchronous view of the job store (`state.py` keys): create, read, wait, stream, cancel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from cellblock.config import Settings
+from cellblock.models import JobResult, JobSpec, JobState
+from cellblock.state import (
+    CANCEL_CHANNEL,
+    TERMINAL_STATES,
+    WORKERS,
+    WorkerInfo,
+    as_fields,
+    batch_key,
+    event,
+    events_key,
+    idempotency_key,
+    job_key,
+    new_job_fields,
+    now_iso,
+    result_from_hash,
+    worker_key,
+)
+
+Event = tuple[str, str, Any]  # (stream id, type, data)
+
+
+class AsyncStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        # Any: redis-py 8's overloads type every reply as bytes | str | list | dict unions even with
+        # decode_responses=True; the payloads are validated by pydantic models instead.
+        # socket_timeout above the longest XREAD block (redis-py's default of 5 s would cut waits short).
+        self.redis: Any = aioredis.Redis.from_url(
+            settings.job_store_url(), decode_responses=True, max_connections=512, socket_timeout=60
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def create_job(self, job_id: str, spec: JobSpec, batch_id: str | None = None) -> None:
+        """Persist the job (hash + first event) before anyone hears 'accepted'."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(job_key(job_id), mapping=new_job_fields(job_id, spec, batch_id))
+            pipe.xadd(events_key(job_id), event("state", {"state": JobState.QUEUED.value}))
+            await pipe.execute()
+
+    async def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
+        """The job id already bound to `key`, or None after binding it to `job_id`."""
+        name = idempotency_key(key)
+        if await self.redis.set(name, job_id, nx=True, ex=self.settings.result_retention_s):
+            return None
+        existing = await self.redis.get(name)
+        return str(existing) if existing else None
+
+    async def job_fields(self, job_id: str) -> dict[str, str] | None:
+        fields = as_fields(await self.redis.hgetall(job_key(job_id)))
+        return fields if "spec" in fields else None
+
+    async def result(self, job_id: str) -> JobResult | None:
+        fields = await self.job_fields(job_id)
+        return result_from_hash(fields) if fields else None
+
+    async def events(self, job_id: str, after: str = "0-0", block_ms: int = 10000) -> AsyncIterator[Event]:
+        """Every event after `after`, waiting for new ones, until the result event (then it stops)."""
+        last = after
+        while True:
+            reply = await self.redis.xread({events_key(job_id): last}, block=block_ms, count=200)
+            if not reply:
+                if await self.redis.exists(job_key(job_id)) == 0:
+                    return
+                yield "", "keepalive", None
+                continue
+            for entry_id, raw in reply[0][1]:
+                last = entry_id
+                fields = as_fields(raw)
+                yield entry_id, fields["type"], json.loads(fields["data"])
+                if fields["type"] == "result":
+                    return
+
+    async def wait(self, job_id: str, timeout_s: float) -> JobResult | None:
+        """Block until the job finishes; None on timeout."""
+        import asyncio
+
+        async def until_result() -> JobResult | None:
+            async for _, kind, data in self.events(job_id):
+                if kind == "result":
+                    return JobResult.model_validate(data)
+            return await self.result(job_id)
+
+        try:
+            return await asyncio.wait_for(until_result(), timeout_s)
+        except TimeoutError:
+            return None
+
+    async def cancel(self, job_id: str) -> JobState | None:
+        """Mark a queued or running job cancelled; the worker kills its sandbox. None if unknown."""
+        fields = await self.job_fields(job_id)
+        if fields is None:
+            return None
+        state = JobState(fields["state"])
+        if state in TERMINAL_STATES:
+            return state
+        if state == JobState.QUEUED:
+            result = result_from_hash(fields)
+            result.state, result.message = JobState.CANCELLED, "cancelled before it started"
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(job_key(job_id), mapping={"state": JobState.CANCELLED.value, "finished_at": now_iso(),
+                                                    "result": result.model_dump_json()})  # fmt: skip
+                pipe.xadd(events_key(job_id), event("state", {"state": JobState.CANCELLED.value}))
+                pipe.xadd(events_key(job_id), {"type": "result", "data": result.model_dump_json()})
+                pipe.expire(job_key(job_id), self.settings.result_retention_s)
+                pipe.expire(events_key(job_id), self.settings.result_retention_s)
+                await pipe.execute()
+        await self.redis.publish(CANCEL_CHANNEL, job_id)
+        return JobState.CANCELLED
+
+    async def create_batch(self, batch_id: str, job_ids: list[str]) -> None:
+        await self.redis.hset(batch_key(batch_id), mapping={"created_at": now_iso(), "jobs": json.dumps(job_ids)})
+        await self.redis.expire(batch_key(batch_id), self.settings.result_retention_s)
+
+    async def batch_jobs(self, batch_id: str) -> list[str] | None:
+        raw = await self.redis.hget(batch_key(batch_id), "jobs")
+        return json.loads(raw) if raw else None
+
+    async def workers(self) -> list[WorkerInfo]:
+        names = sorted(str(n) for n in await self.redis.smembers(WORKERS))
+        if not names:
+            return []
+        values = await self.redis.mget([worker_key(n) for n in names])
+        gone = [n for n, v in zip(names, values, strict=True) if v is None]
+        if gone:
+            await self.redis.srem(WORKERS, *gone)
+        return [WorkerInfo.model_validate_json(v) for v in values if v is not None]
+
+    async def backlog(self, queues: list[str]) -> dict[str, int]:
+        """Jobs waiting per language queue (Redis broker: the queue is a list of that name)."""
+        if not queues:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue)
+            counts = await pipe.execute()
+        return dict(zip(queues, (int(c) for c in counts), strict=True))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except aioredis.RedisError:
+            return False

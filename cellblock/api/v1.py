@@ -1,0 +1,226 @@
+"""The native /v1 API: jobs, events, batches, languages, workers, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from cellblock.api.errors import ApiError, error_body
+from cellblock.api.runtime import ApiRuntime
+from cellblock.api.schemas import (
+    BatchAccepted,
+    BatchSpec,
+    BatchStatus,
+    Health,
+    JobAccepted,
+    LanguageInfo,
+    WorkersStatus,
+)
+from cellblock.dispatch import language_queue
+from cellblock.models import JobResult, JobSpec, JobState
+from cellblock.state import TERMINAL_STATES
+from cellblock.validation import ValidJob, validate_job
+
+router = APIRouter()
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def runtime(request: Request) -> ApiRuntime:
+    rt: ApiRuntime = request.app.state.runtime
+    return rt
+
+
+def _check_id(job_id: str, field: str = "id") -> None:
+    if not JOB_ID.match(job_id):
+        raise ApiError(422, "validation_failed", f"{field} must be 32 lowercase hex characters", field)
+
+
+async def _admit(rt: ApiRuntime, spec: JobSpec, field_prefix: str = "") -> ValidJob:
+    """Validate against this server's limits and live workers; refuse when the backlog is too deep."""
+    try:
+        job = validate_job(spec, rt.settings, rt.registry)
+    except Exception as exc:
+        field = getattr(exc, "field", None)
+        if field and field_prefix:
+            exc.field = f"{field_prefix}.{field}"  # type: ignore[attr-defined]
+        raise
+    available = await rt.live_languages()
+    if available and job.language.name not in available:
+        field = f"{field_prefix}.language" if field_prefix else "language"
+        raise ApiError(422, "language_unavailable", f"no live worker runs {job.language.name!r}; available: "
+                       + ", ".join(sorted(available)), field)  # fmt: skip
+    return job
+
+
+async def _refuse_if_backlogged(rt: ApiRuntime, extra: int = 1) -> None:
+    backlog = sum((await rt.store.backlog(rt.queues())).values())
+    if backlog + extra > rt.settings.max_backlog:
+        message = f"{backlog} jobs are waiting (limit {rt.settings.max_backlog}); retry later"
+        raise ApiError(503, "backlog_full", message, headers={"Retry-After": "5"})
+
+
+async def _enqueue(rt: ApiRuntime, job_id: str, job: ValidJob, batch_id: str | None = None) -> None:
+    await rt.store.create_job(job_id, job.spec, batch_id)
+    await rt.dispatch(job_id, job.language.name)
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={200: {"model": JobResult, "description": "With ?wait=true: the finished job."}},
+    summary="Submit a job",
+)
+async def submit_job(
+    spec: JobSpec,
+    request: Request,
+    wait: Annotated[bool, Query(description="Answer with the result once the job has finished.")] = False,
+    idempotency_key: Annotated[str | None, Header(description="Same key → same job, for retries.")] = None,
+) -> Response:
+    rt = runtime(request)
+    job = await _admit(rt, spec)
+    job_id = uuid.uuid4().hex
+    key = idempotency_key or spec.idempotency_key
+    existing = await rt.store.claim_idempotency_key(key, job_id) if key else None
+    if existing is not None:
+        job_id = existing
+    else:
+        await _refuse_if_backlogged(rt)
+        await _enqueue(rt, job_id, job)
+    if wait:
+        result = await rt.store.wait(job_id, rt.settings.job_time_limit_s)
+        if result is not None and result.state in TERMINAL_STATES:
+            return JSONResponse(json.loads(result.model_dump_json()), status_code=200)
+    fields = await rt.store.job_fields(job_id)
+    state = JobState(fields["state"]) if fields else JobState.QUEUED
+    accepted = JobAccepted(id=job_id, state=state, url=f"/v1/jobs/{job_id}")
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobResult, summary="A job's state, or its result once finished")
+async def get_job(job_id: str, request: Request) -> JobResult:
+    _check_id(job_id)
+    result = await runtime(request).store.result(job_id)
+    if result is None:
+        raise ApiError(404, "not_found", f"no job {job_id} (unknown, or past its retention)", "id")
+    return result
+
+
+def _sse(entry_id: str, kind: str, data: object) -> bytes:
+    if kind == "keepalive":
+        return b": keepalive\n\n"
+    return f"id: {entry_id}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    summary="Server-sent events: state changes, steps, stdout/stderr as produced, then the result",
+    response_class=StreamingResponse,
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(description="Resume after this event id.")] = None,
+) -> StreamingResponse:
+    _check_id(job_id)
+    rt = runtime(request)
+    if await rt.store.job_fields(job_id) is None:
+        raise ApiError(404, "not_found", f"no job {job_id}", "id")
+    after = last_event_id if last_event_id and re.match(r"^\d+-\d+$", last_event_id) else "0-0"
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for entry_id, kind, data in rt.store.events(job_id, after):
+            yield _sse(entry_id, kind, data)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.delete("/v1/jobs/{job_id}", status_code=202, response_model=JobAccepted, summary="Cancel a job")
+async def cancel_job(job_id: str, request: Request) -> JobAccepted:
+    _check_id(job_id)
+    state = await runtime(request).store.cancel(job_id)
+    if state is None:
+        raise ApiError(404, "not_found", f"no job {job_id}", "id")
+    if state != JobState.CANCELLED:
+        raise ApiError(409, "already_finished", f"job {job_id} has already finished ({state.value})", "id")
+    return JobAccepted(id=job_id, state=state, url=f"/v1/jobs/{job_id}")
+
+
+@router.post("/v1/batches", status_code=202, response_model=BatchAccepted, summary="Submit many jobs at once")
+async def submit_batch(batch: BatchSpec, request: Request) -> BatchAccepted:
+    rt = runtime(request)
+    if len(batch.jobs) > rt.settings.max_batch_jobs:
+        raise ApiError(422, "too_many_jobs", f"{len(batch.jobs)} jobs; at most {rt.settings.max_batch_jobs}", "jobs")
+    admitted = [await _admit(rt, spec, f"jobs[{i}]") for i, spec in enumerate(batch.jobs)]
+    await _refuse_if_backlogged(rt, len(admitted))
+    batch_id = uuid.uuid4().hex
+    ids = [uuid.uuid4().hex for _ in admitted]
+    await rt.store.create_batch(batch_id, ids)
+    await asyncio.gather(*(_enqueue(rt, job_id, job, batch_id) for job_id, job in zip(ids, admitted, strict=True)))
+    return BatchAccepted(id=batch_id, jobs=ids, url=f"/v1/batches/{batch_id}")
+
+
+@router.get("/v1/batches/{batch_id}", response_model=BatchStatus, summary="A batch: every job's state or result")
+async def get_batch(batch_id: str, request: Request) -> BatchStatus:
+    _check_id(batch_id)
+    rt = runtime(request)
+    ids = await rt.store.batch_jobs(batch_id)
+    if ids is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id}", "id")
+    results = [r for r in await asyncio.gather(*(rt.store.result(i) for i in ids)) if r is not None]
+    states = Counter(r.state.value for r in results)
+    verdicts = Counter(r.verdict.value for r in results if r.verdict is not None)
+    done = all(r.state in TERMINAL_STATES for r in results)
+    return BatchStatus(id=batch_id, total=len(ids), done=done, states=dict(states), verdicts=dict(verdicts),
+                       jobs=results)  # fmt: skip
+
+
+@router.get("/v1/languages", response_model=list[LanguageInfo], summary="Languages that live workers can run")
+async def languages(request: Request) -> list[LanguageInfo]:
+    rt = runtime(request)
+    workers = await rt.store.workers()
+    out = []
+    for lang in rt.registry.languages:
+        running = [w for w in workers if lang.name in w.languages]
+        if not running:
+            continue
+        out.append(LanguageInfo(
+            name=lang.name, display_name=lang.display_name, version=running[0].language_versions.get(lang.name),
+            aliases=lang.aliases, judge0_ids=lang.judge0_ids, piston_name=lang.piston_name, compiled=lang.compiled,
+            source_file=lang.source_file, workers=len(running),
+        ))  # fmt: skip
+    return out
+
+
+@router.get("/v1/workers", response_model=WorkersStatus, summary="Live workers and the backlog per queue")
+async def workers(request: Request) -> WorkersStatus:
+    rt = runtime(request)
+    return WorkersStatus(workers=await rt.store.workers(), backlog=await rt.store.backlog(rt.queues()))
+
+
+@router.get("/healthz", response_model=Health, summary="The API process is up")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}}, summary="Ready to run jobs")
+async def readyz(request: Request) -> Response:
+    rt = runtime(request)
+    problems = []
+    if not await rt.store.ping():
+        problems.append("the job store (Redis) does not answer")
+    elif not await rt.store.workers():
+        problems.append("no live worker")
+    body = Health(status="ready" if not problems else "not ready", problems=problems)
+    return JSONResponse(body.model_dump(), status_code=200 if not problems else 503)
+
+
+__all__ = ["error_body", "language_queue", "router"]
