@@ -109,8 +109,8 @@ class Service:
     def start_api(self) -> None:
         self.port = self.port or free_port()
         log = open(self.root / "api.log", "ab")  # noqa: SIM115
-        self.api = subprocess.Popen([*CELLBLOCK, "serve", "--redis", self.redis.url, "--port", str(self.port)],
-                                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        argv = [*CELLBLOCK, "serve", "--redis", self.redis.url, "--port", str(self.port)]
+        self.api = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200, what="the API")
 
     def wait_ready(self, workers: int = 1, timeout: float = 120) -> None:
