@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     max_batch_jobs: int = Field(1000, ge=1, le=100000, description="Most jobs in one batch.")
     max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it fails (poison-pill guard).")
     job_time_limit_s: int = Field(900, ge=10, description="Hard limit on one whole job; must exceed its steps.")
+    visibility_timeout_s: float = Field(
+        20.0,
+        ge=2,
+        description="Redis broker: a job whose worker stopped renewing its lease this long ago is "
+        "delivered again. Running jobs renew it every third of this, so it need not exceed the longest job.",
+    )
     heartbeat_interval_s: float = Field(2.0, gt=0, description="How often a worker says it is alive.")
     worker_ttl_s: float = Field(10.0, gt=0, description="A worker unseen this long is considered gone.")
     webhook_attempts: int = Field(6, ge=1, description="POSTs of a result to callback_url before giving up.")

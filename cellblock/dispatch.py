@@ -6,6 +6,12 @@ Settings follow reference/queue-notes.md: late acks + requeue on a lost worker (
 again), no prefetch (a slot never reserves a job it cannot start), JSON only, a visibility timeout above the
 longest job (so a slow job is not delivered twice), a fast sweep of a dead host's unacked jobs, and an
 attempt counter in the job store against poison pills (`worker.py`).
+
+The visibility timeout trade-off (long → a dead host's jobs wait that long; short → long jobs are delivered
+twice) is removed with a lease: kombu's Redis transport remembers when each unacked message was delivered
+(a score in its `unacked_index` sorted set) and restores those older than the timeout. A worker renews the
+score of the message it is running every third of the timeout (`worker.Lease`), so a live job is never
+restored, and a dead host's job comes back within about the timeout plus the sweep interval.
 """
 
 from __future__ import annotations
@@ -18,6 +24,14 @@ from cellblock.config import Settings
 EXECUTE_TASK = "cellblock.execute"
 WEBHOOK_TASK = "cellblock.webhook"
 WEBHOOK_QUEUE = "webhooks"
+
+
+def broker_redis_url(settings: Settings) -> str | None:
+    """The broker as a redis-py URL when it is Redis (for the lease), None for RabbitMQ."""
+    url = settings.celery_broker_url()
+    if url.startswith("redis+socket://"):
+        return "unix://" + url.removeprefix("redis+socket://")
+    return url if url.startswith(("redis://", "rediss://", "unix://")) else None
 
 
 def language_queue(language: str) -> str:
@@ -41,7 +55,7 @@ def make_celery(settings: Settings, languages: list[str] | None = None) -> Celer
         result_accept_content=["json"],
         task_time_limit=settings.job_time_limit_s + 30,
         broker_transport_options={
-            "visibility_timeout": 2 * settings.job_time_limit_s + 60,
+            "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": 2,
             "unacked_restore_throttle": 1,
         },

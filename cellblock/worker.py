@@ -26,7 +26,7 @@ import redis
 
 from cellblock import __version__
 from cellblock.config import Settings
-from cellblock.dispatch import EXECUTE_TASK, WEBHOOK_TASK, language_queue, make_celery
+from cellblock.dispatch import EXECUTE_TASK, WEBHOOK_TASK, broker_redis_url, language_queue, make_celery
 from cellblock.engine import Engine
 from cellblock.errors import CellblockError
 from cellblock.languages.registry import Language, Registry
@@ -63,6 +63,8 @@ class Runtime:
         self.engine = Engine(settings, Registry.load(), SandboxHost(settings))
         self.current: str | None = None
         self.cancelled: set[str] = set()
+        self.lease = Lease(settings)
+        self.lease.start()
         threading.Thread(target=self._listen_for_cancels, daemon=True, name="cancel-listener").start()
 
     def _listen_for_cancels(self) -> None:
@@ -76,6 +78,34 @@ class Runtime:
                         self.cancelled.add(str(message["data"]))
             except redis.RedisError:
                 time.sleep(1)
+
+
+class Lease(threading.Thread):
+    """Keeps the running job's broker message from being restored to the queue while we are alive.
+
+    kombu's Redis transport restores unacked messages delivered more than visibility_timeout ago; it scores
+    each by its delivery time in a sorted set. Renewing that score (ZADD XX: only if still unacked) every
+    third of the timeout turns the timeout into a lease: it only runs out when this process is gone.
+    """
+
+    UNACKED_INDEX = "unacked_index"  # kombu's Channel.unacked_index_key default
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True, name="lease")
+        url = broker_redis_url(settings)
+        self.client = redis.Redis.from_url(url, socket_timeout=10) if url else None
+        self.interval = settings.visibility_timeout_s / 3
+        self.tag: str | None = None
+
+    def run(self) -> None:
+        while self.client is not None:
+            tag = self.tag
+            if tag is not None:
+                try:
+                    self.client.zadd(self.UNACKED_INDEX, {tag: time.time()}, xx=True)
+                except redis.RedisError as exc:
+                    log.warning("lease renewal failed: %s", exc)
+            time.sleep(self.interval)
 
 
 class StreamObserver:
@@ -200,9 +230,14 @@ def build_app(settings: Settings, languages: list[str], name: str) -> Any:
     app = make_celery(settings, languages)
     _APP["app"] = app
 
-    @app.task(name=EXECUTE_TASK, max_retries=0)
-    def execute(job_id: str) -> None:
-        run_job(_runtime(settings, name), job_id)
+    @app.task(name=EXECUTE_TASK, max_retries=0, bind=True)
+    def execute(self: Any, job_id: str) -> None:
+        runtime = _runtime(settings, name)
+        runtime.lease.tag = (self.request.properties or {}).get("delivery_tag")  # kombu Redis: the unacked key
+        try:
+            run_job(runtime, job_id)
+        finally:
+            runtime.lease.tag = None
 
     @app.task(name=WEBHOOK_TASK, max_retries=0)
     def webhook(job_id: str) -> None:
