@@ -258,15 +258,8 @@ class Engine:
                     ("actual", actual),
                 ],
             )
-            defaults = self.settings.default_compile
-            limits = ResolvedLimits(
-                defaults.cpu_time_s,
-                defaults.wall_time_s,
-                defaults.memory_mib,
-                defaults.processes,
-                64,
-                defaults.file_size_kib,
-            )
+            # The checker gets the compile defaults (it is trusted to be small), with a small output cap.
+            limits = self.settings.default_compile.model_copy(update={"output_kib": 64})
             if lang.compile is not None:
                 argv = expand(lang.compile, source=source, memory_mib=limits.memory_mib, compile_options=[])
                 raw = sandbox.run(

@@ -14,17 +14,8 @@ from cellblock.files import decode_content, validate_relative_path
 from cellblock.languages.registry import Language, Registry
 from cellblock.models import CustomChecker, JobSpec, Limits
 
-
-@dataclass(frozen=True)
-class ResolvedLimits:
-    """A step's limits with defaults filled in, still in user units (before language tweaks)."""
-
-    cpu_time_s: float
-    wall_time_s: float
-    memory_mib: int
-    processes: int
-    output_kib: int
-    file_size_kib: int
+# A step's limits with defaults filled in, still in user units (before language tweaks).
+ResolvedLimits = LimitBounds
 
 
 @dataclass(frozen=True)
@@ -38,8 +29,8 @@ class ValidJob:
 
 
 def resolve_limits(requested: Limits, default: LimitBounds, maximum: LimitBounds, field: str) -> ResolvedLimits:
-    values = {}
-    for name in ResolvedLimits.__dataclass_fields__:
+    values: dict[str, float] = {}
+    for name in LimitBounds.model_fields:
         value = getattr(requested, name)
         top = getattr(maximum, name)
         if value is not None and value > top:
@@ -47,7 +38,7 @@ def resolve_limits(requested: Limits, default: LimitBounds, maximum: LimitBounds
                 f"{field}.{name}={value} is above the server's maximum {top}", field=f"{field}.{name}"
             )
         values[name] = value if value is not None else getattr(default, name)
-    return ResolvedLimits(**values)
+    return LimitBounds(**values)
 
 
 def _validate_files(spec: JobSpec, language: Language, settings: Settings) -> list[tuple[str, bytes]]:

@@ -15,7 +15,7 @@ from cellblock.languages.registry import Registry
 from cellblock.models import JobSpec
 from cellblock.validation import ResolvedLimits, validate_job
 
-LIMIT_FIELDS = list(ResolvedLimits.__dataclass_fields__)
+LIMIT_FIELDS = list(ResolvedLimits.model_fields)
 
 
 @pytest.fixture(scope="module")
