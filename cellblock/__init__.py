@@ -5,6 +5,7 @@ The public surface is below; everything else is internal and may change.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from cellblock.client import ApiError, AsyncClient, Client
 from cellblock.config import Settings
 from cellblock.errors import (
     CellblockError,
@@ -38,8 +39,11 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "ApiError",
+    "AsyncClient",
     "BuiltinChecker",
     "CellblockError",
+    "Client",
     "CustomChecker",
     "InternalError",
     "JobResult",

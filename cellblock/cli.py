@@ -109,6 +109,7 @@ def _summary(result: JobResult) -> str:
 @click.option("--wall-time", type=float, help="Wall time limit per test, seconds.")
 @click.option("--memory", type=int, help="Memory limit per test, MiB.")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly the JobResult JSON.")
+@click.option("--server", "server", metavar="URL", help="Run it through this Cellblock server instead of here.")
 def exec_command(
     file: Path,
     lang: str | None,
@@ -118,12 +119,15 @@ def exec_command(
     wall_time: float | None,
     memory: int | None,
     as_json: bool,
+    server: str | None,
 ) -> None:
-    """Run FILE once through the sandbox, here, without a server. Exit 0 only when accepted."""
+    """Run FILE once through the sandbox, here (or on --server URL). Exit 0 only when accepted."""
+    limits = {"cpu_time_s": cpu_time, "wall_time_s": wall_time, "memory_mib": memory}
     try:
-        result = _exec(
-            file, lang, stdin_file, tests_file, {"cpu_time_s": cpu_time, "wall_time_s": wall_time, "memory_mib": memory}
-        )
+        if server is None:
+            result = _exec(file, lang, stdin_file, tests_file, limits)
+        else:
+            result = _exec_remote(server, _job_spec(file, lang, stdin_file, tests_file, limits))
     except CellblockError as exc:
         _fail(exc)
         return
@@ -138,6 +142,26 @@ def _exec(
     from cellblock.languages.registry import Registry
     from cellblock.sandbox.host import SandboxHost
 
+    spec = _job_spec(file, lang, stdin_file, tests_file, limits)
+    settings = Settings()
+    return Engine(settings, Registry.load(), SandboxHost(settings)).run(spec)
+
+
+def _exec_remote(server: str, spec: JobSpec) -> JobResult:
+    from cellblock.client import ApiError, Client
+
+    try:
+        with Client(server) as client:
+            return client.run(spec)
+    except ApiError as exc:
+        error = UserError if exc.is_user_error else InternalError
+        prefix = "" if exc.is_user_error else f"{server}: "
+        raise error(prefix + exc.message, field=exc.field) from exc
+
+
+def _job_spec(
+    file: Path, lang: str | None, stdin_file: Path | None, tests_file: Path | None, limits: dict[str, Any]
+) -> JobSpec:
     fields: dict[str, Any] = {
         "language": _language_for(file, lang),
         "files": [{"name": file.name, "content": _read_text(file, "files[0].content")}],
@@ -148,12 +172,10 @@ def _exec(
     if tests_file is not None:
         fields["tests"] = _load_tests(tests_file)
     try:
-        spec = JobSpec.model_validate(fields)
+        return JobSpec.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(first["msg"], field=".".join(str(p) for p in first["loc"])) from exc
-    settings = Settings()
-    return Engine(settings, Registry.load(), SandboxHost(settings)).run(spec)
 
 
 @main.command("languages")
@@ -259,6 +281,46 @@ def webhooks_command(redis_url: str | None, broker_url: str | None) -> None:
     if settings.redis_url is None:
         _fail(UserError("webhooks need --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
     sys.exit(start_webhook_worker(settings))
+
+
+@main.command("run")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...", type=click.Path(path_type=Path))
+@click.option("--server", "server", metavar="URL", help="Send the jobs to this server (default: an embedded one).")
+@click.option("--json", "as_json", is_flag=True, help="Print every program's row and JobResult as JSON.")
+@click.option("--cpu-time", type=float, help="CPU time limit per program, seconds.")
+@click.option("--wall-time", type=float, help="Wall time limit per program, seconds.")
+@click.option("--memory", type=int, help="Memory limit per program, MiB.")
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where received_output/, results.csv and results.parquet go.",
+)
+def run_command(
+    paths: tuple[Path, ...],
+    server: str | None,
+    as_json: bool,
+    cpu_time: float | None,
+    wall_time: float | None,
+    memory: int | None,
+    output_dir: Path,
+) -> None:
+    """Run every program under PATH (language by extension; NAME.in is stdin, NAME.out the expected output)
+    and write received_output/, results.csv and results.parquet. Exit 0 only when all were accepted."""
+    from cellblock.folder import Options, run_folder
+
+    given = {"cpu_time_s": cpu_time, "wall_time_s": wall_time, "memory_mib": memory}
+    limits = {k: v for k, v in given.items() if v is not None}
+    options = Options(paths=list(paths), server=server, output_dir=output_dir, limits=limits, as_json=as_json)
+    try:
+        sys.exit(run_folder(options, Settings(), click.echo))
+    except CellblockError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
 
 
 @main.command("doctor")

@@ -51,10 +51,12 @@ class Child:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     starts: list[float] = field(default_factory=list)
+    quiet: bool = False  # redis-server logs to its own file: don't hold the caller's stdout/stderr open
 
     def start(self) -> None:
         self.starts = [t for t in self.starts if time.monotonic() - t < 60] + [time.monotonic()]
-        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        sink = subprocess.DEVNULL if self.quiet else None
+        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True, stdout=sink, stderr=sink)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -91,7 +93,7 @@ def start_redis(settings: Settings) -> Child:
     directory = settings.redis_socket().parent
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    child = Child("redis", [binary, *redis_conf(settings)], env={"PATH": "/usr/bin:/bin"})
+    child = Child("redis", [binary, *redis_conf(settings)], env={"PATH": "/usr/bin:/bin"}, quiet=True)
     child.start()
     client = redis.Redis(unix_socket_path=str(settings.redis_socket()))
     deadline = time.monotonic() + 30
@@ -102,7 +104,8 @@ def start_redis(settings: Settings) -> Child:
         if not child.alive():
             raise SandboxUnavailable(f"redis-server exited; see {directory / 'redis.log'}")
         time.sleep(0.05)
-    raise SandboxUnavailable("redis-server did not answer within 30 s")
+    child.signal(signal.SIGKILL)
+    raise SandboxUnavailable(f"redis-server did not answer within 30 s; see {directory / 'redis.log'}")
 
 
 def requeue_in_flight(settings: Settings) -> int:

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cellblock.errors import CellblockError, LimitAboveMaximum, UnknownLanguage, UserError
+from cellblock.errors import CellblockError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CellblockError)
     async def ours(_: Request, exc: CellblockError) -> JSONResponse:
-        if isinstance(exc, UserError):
-            status = 422 if isinstance(exc, (UnknownLanguage, LimitAboveMaximum)) else 400
-            return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status)
+        if isinstance(exc, UserError):  # every user fault names a field of the request: 422
+            return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=422)
         log.error("internal error: %s", exc.message)
         return JSONResponse(error_body(exc.code, "internal error"), status_code=500)
 

@@ -58,6 +58,13 @@ class AsyncStore:
         existing = await self.redis.get(name)
         return str(existing) if existing else None
 
+    async def release_idempotency_key(self, key: str, job_id: str) -> None:
+        """Free `key` if it still names `job_id` (the submission failed after claiming it)."""
+        name = idempotency_key(key)
+        if await self.redis.get(name) == job_id:
+            await self.redis.delete(name)
+            await self.redis.delete(job_key(job_id), events_key(job_id))
+
     async def job_fields(self, job_id: str) -> dict[str, str] | None:
         fields = as_fields(await self.redis.hgetall(job_key(job_id)))
         return fields if "spec" in fields else None

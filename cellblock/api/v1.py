@@ -89,12 +89,17 @@ async def submit_job(
     job = await _admit(rt, spec)
     job_id = uuid.uuid4().hex
     key = idempotency_key or spec.idempotency_key
+    await _refuse_if_backlogged(rt)  # before the key is bound: a refused request must leave the key free
     existing = await rt.store.claim_idempotency_key(key, job_id) if key else None
     if existing is not None:
         job_id = existing
     else:
-        await _refuse_if_backlogged(rt)
-        await _enqueue(rt, job_id, job)
+        try:
+            await _enqueue(rt, job_id, job)
+        except BaseException:
+            if key:
+                await rt.store.release_idempotency_key(key, job_id)
+            raise
     if wait:
         result = await rt.store.wait(job_id, rt.settings.job_time_limit_s)
         if result is not None and result.state in TERMINAL_STATES:

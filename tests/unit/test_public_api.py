@@ -3,10 +3,10 @@
 import cellblock
 
 PINNED = [
-    "BuiltinChecker", "CellblockError", "CustomChecker", "InternalError", "JobResult", "JobSpec", "JobState",
-    "LimitAboveMaximum", "Limits", "Outcome", "OutputFile", "SandboxFailure", "SandboxUnavailable", "Settings",
-    "SourceFile", "StepResult", "TestCase", "TestResult", "UnknownLanguage", "UserError", "ValidationFailed",
-    "Verdict",
+    "ApiError", "AsyncClient", "BuiltinChecker", "CellblockError", "Client", "CustomChecker", "InternalError",
+    "JobResult", "JobSpec", "JobState", "LimitAboveMaximum", "Limits", "Outcome", "OutputFile", "SandboxFailure",
+    "SandboxUnavailable", "Settings", "SourceFile", "StepResult", "TestCase", "TestResult", "UnknownLanguage",
+    "UserError", "ValidationFailed", "Verdict",
 ]  # fmt: skip
 
 

@@ -1,0 +1,388 @@
+"""Reliability of the service against real Redis, real workers and real kills (issue 3, item 7).
+
+Each test builds its own miniature cluster (`make_service()`: a private redis-server, `cellblock worker`
+processes, the API) because it kills parts of it. What is killed, and what must still hold:
+
+* the pool process running a job, 50 times → every job completes, each delivered exactly twice;
+* a whole worker (its process group, and with it the sandbox) while a second worker runs → the job finishes
+  on the second; the redelivery delay is measured and printed;
+* redis-server (kill -9) with 200 queued jobs and no worker → restarted from its AOF, all 200 complete;
+* the API, restarted twice during traffic (SIGTERM, then SIGKILL) → no job it answered 202 for is lost;
+* a job whose worker dies every time (a poison pill) → failed after max_attempts, never delivered again.
+
+Jobs are short Python programs tagged by an argument, so the test finds the processes of one job in /proc
+(the tag is in bwrap's and the program's argv) and walks up to the Celery pool process that runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cellblock.config import Settings
+from cellblock.dispatch import make_celery
+from tests.service.conftest import Service, make_service, wait_until
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+# argv: <tag> <seconds>. Prints its tag after sleeping, so a result proves which job ran to its end.
+SLEEPER = "import sys, time\ntime.sleep(float(sys.argv[2]))\nprint(sys.argv[1])\n"
+ECHO = "print(input())\n"
+
+
+def sleeper(tag: str, seconds: float) -> dict[str, Any]:
+    return {
+        "language": "python3",
+        "files": [{"name": "main.py", "content": SLEEPER}],
+        "args": [tag, str(seconds)],
+        "limits": {"wall_time_s": seconds + 10},
+    }
+
+
+def echo(text: str) -> dict[str, Any]:
+    return {"language": "python3", "files": [{"name": "main.py", "content": ECHO}], "stdin": text}
+
+
+@contextlib.contextmanager
+def cluster(**env: str) -> Iterator[Service]:
+    svc = make_service(**env)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        shutil.rmtree(svc.root, ignore_errors=True)
+
+
+# --- processes -----------------------------------------------------------------------------------------------
+
+
+def process_table() -> dict[int, tuple[int, bytes]]:
+    """pid → (ppid, NUL-separated argv) of every live process."""
+    table: dict[int, tuple[int, bytes]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        table[int(entry.name)] = (int(fields[1]), argv)
+    return table
+
+
+def pool_process_running(tag: str, worker_pids: set[int], table: dict[int, tuple[int, bytes]]) -> int | None:
+    """The Celery pool process (a child of a worker's main process) whose sandbox runs the job tagged `tag`."""
+    needle = tag.encode()
+    for pid, (_, argv) in table.items():
+        if needle not in argv:
+            continue
+        current = pid
+        for _ in range(10):
+            parent = table.get(current, (0, b""))[0]
+            if parent in worker_pids:
+                return current
+            if parent <= 1:
+                break
+            current = parent
+    return None
+
+
+def tagged_processes(tags: set[str]) -> list[int]:
+    table = process_table()
+    return [pid for pid, (_, argv) in table.items() if any(t.encode() in argv for t in tags)]
+
+
+def describe_and_kill(pids: list[int]) -> list[str]:
+    """One line per process (for the failure message), then SIGKILL it: a test leaves nothing behind."""
+    lines = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            status = dict(
+                line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line
+            )
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            lines.append(f"pid {pid} ppid {status['PPid']} uid {status['Uid'].split()[0]} nspid {status['NSpid']} "
+                         f"{status['State']} {argv[0].decode()}")  # fmt: skip
+            os.kill(pid, signal.SIGKILL)
+    return lines
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the pool process of each tagged job while it runs, up to `kills_per_job` times per job."""
+
+    def __init__(self, worker_pids: set[int], tags: set[str], kills_per_job: int) -> None:
+        super().__init__(daemon=True, name="killer")
+        self.worker_pids = worker_pids
+        self.tags = tags
+        self.kills_per_job = kills_per_job
+        self.kills: dict[str, list[float]] = {tag: [] for tag in tags}
+        self.killed_pids: set[int] = set()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            table = process_table()
+            for tag in self.tags:
+                if len(self.kills[tag]) >= self.kills_per_job:
+                    continue
+                pid = pool_process_running(tag, self.worker_pids, table)
+                if pid is None or pid in self.killed_pids:
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.killed_pids.add(pid)
+                self.kills[tag].append(time.time())
+            self.stopped.wait(0.01)
+
+    def total(self) -> int:
+        return sum(len(times) for times in self.kills.values())
+
+
+# --- job store ------------------------------------------------------------------------------------------------
+
+
+def wait_finished(svc: Service, job_ids: list[str], timeout: float) -> None:
+    """Until every job is done, failed or cancelled (read straight from the job store: cheap for 200 jobs)."""
+    client = svc.redis.client()
+
+    def finished() -> bool:
+        with client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(f"cb:job:{job_id}", "state")
+            states = pipe.execute()
+        return all(state in ("done", "failed", "cancelled") for state in states)
+
+    wait_until(finished, timeout=timeout, interval=0.2, what=f"{len(job_ids)} jobs to finish")
+
+
+def attempts(svc: Service, job_id: str) -> int:
+    return int(svc.redis.client().hget(f"cb:job:{job_id}", "attempts") or 0)
+
+
+def running_starts(svc: Service, job_id: str) -> list[tuple[float, str]]:
+    """(epoch seconds, worker) of every 'running' event of a job: one per delivery that started it."""
+    import json
+
+    starts = []
+    for entry_id, fields in svc.redis.client().xrange(f"cb:job:{job_id}:events"):
+        if fields["type"] == "state":
+            data = json.loads(fields["data"])
+            if data["state"] == "running":
+                starts.append((int(entry_id.split("-")[0]) / 1000, data.get("worker", "")))
+    return starts
+
+
+def assert_echoed(api: httpx.Client, job_id: str, expected: str) -> None:
+    body = api.get(f"/v1/jobs/{job_id}").json()
+    assert body["state"] == "done" and body["verdict"] == "accepted", body
+    assert body["tests"][0]["run"]["stdout"] == expected + "\n", body
+
+
+def broker_leftovers(svc: Service) -> tuple[int, int]:
+    """(messages waiting in any language queue, messages delivered but not acked) in the Redis broker."""
+    client = svc.redis.client()
+    queued = sum(int(client.llen(key)) for key in client.scan_iter("lang.*"))
+    return queued, int(client.hlen("unacked"))
+
+
+# --- the tests ------------------------------------------------------------------------------------------------
+
+
+def test_sigkill_of_the_process_running_a_job_50_times() -> None:
+    """Each of 50 jobs has its pool process SIGKILLed mid-run: all 50 finish, each after exactly 2 deliveries."""
+    with cluster() as svc:
+        worker = svc.start_worker(slots=2)
+        svc.start_api()
+        svc.wait_ready()
+        tags = [uuid.uuid4().hex for _ in range(50)]
+        killer = Killer({worker.pid}, set(tags), kills_per_job=1)
+        killer.start()
+        with svc.client() as api:
+            started = time.monotonic()
+            response = api.post("/v1/batches", json={"jobs": [sleeper(tag, 0.6) for tag in tags]})
+            assert response.status_code == 202, response.text
+            ids = response.json()["jobs"]
+            try:
+                wait_finished(svc, ids, timeout=240)
+            finally:
+                killer.stopped.set()
+                killer.join()
+            elapsed = time.monotonic() - started
+            print(f"\n50 pool processes SIGKILLed mid-job: all 50 jobs finished {elapsed:.1f} s after submission")
+            assert killer.total() == 50, {t: len(k) for t, k in killer.kills.items() if len(k) != 1}
+            for job_id, tag in zip(ids, tags, strict=True):
+                assert_echoed(api, job_id, tag)
+                assert attempts(svc, job_id) == 2, job_id  # killed once, run once more; max_attempts is 3
+        assert worker.poll() is None, "the worker itself died"
+        orphans = describe_and_kill(tagged_processes(set(tags)))
+        assert orphans == [], "a killed job's sandbox outlived its pool process"
+        assert broker_leftovers(svc) == (0, 0)
+
+
+def test_sigkill_of_a_whole_worker_redelivers_to_the_other() -> None:
+    """Kill every process of the worker running a job; the job finishes on the second worker. Prints the delay."""
+    settings = Settings()
+    transport = make_celery(settings).conf.broker_transport_options
+    bound = transport["visibility_timeout"] + transport["unacked_restore_interval"]
+    with cluster() as svc:
+        procs = {"first": svc.start_worker(slots=1, name="first"), "second": svc.start_worker(slots=1, name="second")}
+        svc.start_api()
+        svc.wait_ready(workers=2)
+        tag = uuid.uuid4().hex
+        with svc.client() as api:
+            job_id = api.post("/v1/jobs", json=sleeper(tag, 3)).json()["id"]
+            wait_until(lambda: running_starts(svc, job_id), timeout=30, what="the job to start")
+            victim = running_starts(svc, job_id)[0][1]
+            survivor = "second" if victim == "first" else "first"
+            wait_until(lambda: tagged_processes({tag}), timeout=10, what="the job's sandbox")
+            killed_at = time.time()
+            svc.kill_group(procs[victim])
+            wait_until(lambda: not tagged_processes({tag}), timeout=5, what="the killed worker's sandbox to die")
+            wait_finished(svc, [job_id], timeout=bound + 60)
+            delay = running_starts(svc, job_id)[-1][0] - killed_at
+            print(f"\nwhole worker killed: job restarted on {survivor} after {delay:.1f} s "
+                  f"(visibility_timeout {transport['visibility_timeout']} s + sweep every "
+                  f"{transport['unacked_restore_interval']} s)")  # fmt: skip
+            body = api.get(f"/v1/jobs/{job_id}").json()
+            assert body["state"] == "done" and body["verdict"] == "accepted", body
+            assert body["worker"] == survivor and body["tests"][0]["run"]["stdout"] == tag + "\n"
+            assert [w for _, w in running_starts(svc, job_id)] == [victim, survivor]
+            assert attempts(svc, job_id) == 2
+            assert delay <= bound + 5, f"redelivery took {delay:.1f} s, expected ≤ {bound} s"
+        assert procs[survivor].poll() is None
+
+
+def test_a_job_longer_than_the_visibility_timeout_runs_once() -> None:
+    """With a 3 s visibility timeout, a 6 s job keeps its lease: the idle second worker never gets it too."""
+    with cluster(CELLBLOCK_VISIBILITY_TIMEOUT_S="3") as svc:
+        svc.start_worker(slots=1, name="first")
+        svc.start_worker(slots=1, name="second")
+        svc.start_api()
+        svc.wait_ready(workers=2)
+        tag = uuid.uuid4().hex
+        with svc.client() as api:
+            job_id = api.post("/v1/jobs", json=sleeper(tag, 6)).json()["id"]
+            wait_finished(svc, [job_id], timeout=60)
+            assert_echoed(api, job_id, tag)
+        assert len(running_starts(svc, job_id)) == 1 and attempts(svc, job_id) == 1
+        assert broker_leftovers(svc) == (0, 0)
+
+
+def test_redis_kill_9_with_200_queued_jobs() -> None:
+    """200 jobs accepted with no worker running; redis-server is SIGKILLed and restarted from its AOF; a worker
+    started afterwards runs all 200."""
+    with cluster() as svc:
+        svc.start_api()
+        texts = [f"job-{i}-{uuid.uuid4().hex[:8]}" for i in range(200)]
+        with svc.client() as api, ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda text: api.post("/v1/jobs", json=echo(text)), texts))
+            assert [r.status_code for r in responses] == [202] * 200
+            ids = [r.json()["id"] for r in responses]
+            assert broker_leftovers(svc)[0] == 200
+            svc.redis.kill(signal.SIGKILL)  # right after the last 202: nothing may be lost
+            svc.redis.start()
+            assert broker_leftovers(svc)[0] == 200
+            svc.start_worker(slots=2)
+            wait_finished(svc, ids, timeout=180)
+            wait_until(lambda: api.get("/readyz").status_code == 200, timeout=20, what="the API to see Redis again")
+            for job_id, text in zip(ids, texts, strict=True):
+                assert_echoed(api, job_id, text)
+                assert attempts(svc, job_id) == 1
+        assert broker_leftovers(svc) == (0, 0)
+
+
+def _submit_until(api_url: str, stop: threading.Event, accepted: list[tuple[str, str]], errors: list[str]) -> None:
+    """A client that keeps submitting, retrying on connection errors as a real client would."""
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        while not stop.is_set():
+            text = uuid.uuid4().hex
+            try:
+                response = client.post("/v1/jobs", json=echo(text))
+            except httpx.TransportError:
+                time.sleep(0.05)
+                continue
+            if response.status_code == 202:
+                accepted.append((response.json()["id"], text))
+            else:
+                errors.append(f"{response.status_code}: {response.text[:200]}")
+            time.sleep(0.02)
+
+
+def test_api_restart_during_traffic_loses_no_accepted_job() -> None:
+    """Four clients submit without pause while the API is restarted twice (SIGTERM, then SIGKILL)."""
+    with cluster() as svc:
+        svc.start_worker(slots=2)
+        svc.start_api()
+        svc.wait_ready()
+        stop = threading.Event()
+        accepted: list[tuple[str, str]] = []
+        errors: list[str] = []
+        clients = [
+            threading.Thread(target=_submit_until, args=(svc.base_url, stop, accepted, errors)) for _ in range(4)
+        ]
+        for thread in clients:
+            thread.start()
+        try:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                before = len(accepted)
+                wait_until(lambda before=before: len(accepted) >= before + 20, timeout=30, what="traffic")
+                svc.kill_group(svc.api, sig)
+                svc.start_api()
+            before = len(accepted)
+            wait_until(lambda: len(accepted) >= before + 20, timeout=30, what="traffic after the restarts")
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join()
+        print(f"\nAPI restarted twice during traffic: {len(accepted)} jobs accepted")
+        assert errors == []
+        ids = [job_id for job_id, _ in accepted]
+        assert len(set(ids)) == len(ids)
+        wait_finished(svc, ids, timeout=120)
+        with svc.client() as api:
+            for job_id, text in accepted:
+                assert_echoed(api, job_id, text)
+
+
+def test_a_poison_pill_fails_after_max_attempts() -> None:
+    """The pool process running the job is SIGKILLed every time; with max_attempts=2 the third delivery marks
+    it failed with a clear message, and it is never delivered again."""
+    with cluster(CELLBLOCK_MAX_ATTEMPTS="2") as svc:
+        worker = svc.start_worker(slots=2)
+        svc.start_api()
+        svc.wait_ready()
+        tag = uuid.uuid4().hex
+        killer = Killer({worker.pid}, {tag}, kills_per_job=100)
+        killer.start()
+        with svc.client() as api:
+            job_id = api.post("/v1/jobs", json=sleeper(tag, 30)).json()["id"]
+            try:
+                wait_finished(svc, [job_id], timeout=90)
+            finally:
+                killer.stopped.set()
+                killer.join()
+            body = api.get(f"/v1/jobs/{job_id}").json()
+            assert body["state"] == "failed" and body["verdict"] == "internal_error", body
+            assert "gave up after 2 attempts" in body["message"], body["message"]
+            assert killer.total() == 2
+            time.sleep(3)  # longer than the broker's restore sweep: a redelivery would show now
+            assert attempts(svc, job_id) == 3 and len(running_starts(svc, job_id)) == 2
+            assert broker_leftovers(svc) == (0, 0)
+            assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "failed"
+        assert worker.poll() is None
