@@ -6,15 +6,20 @@ Exit codes: 0 accepted / all good; 1 the program was not accepted; 2 the request
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from cellblock.config import Settings
+from cellblock.config import Settings, is_loopback
 from cellblock.errors import CellblockError, InternalError, SandboxUnavailable, UserError
 from cellblock.models import JobResult, JobSpec, Verdict
 
@@ -232,11 +237,16 @@ def _service_settings(**overrides: Any) -> Settings:
 @click.option("--host", help="Address the API listens on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port of the API (default 8000).")
 @click.option("--slots", type=int, help="Sandbox slots (embedded mode; default: one per core).")
+@click.option("--insecure-no-auth", is_flag=True, help="Take requests without an API key even on an address "
+              "other machines can reach (default: keys are required there).")  # fmt: skip
 def serve_command(redis_url: str | None, broker_url: str | None, host: str | None, port: int | None,
-                  slots: int | None) -> None:  # fmt: skip
+                  slots: int | None, insecure_no_auth: bool) -> None:  # fmt: skip
     """Run Cellblock. Without --redis: a private Redis, workers and the API, nothing to configure."""
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url, api_host=host, api_port=port,
-                                 worker_slots=slots)  # fmt: skip
+                                 worker_slots=slots, auth="off" if insecure_no_auth else None)  # fmt: skip
+    if insecure_no_auth:
+        os.environ["CELLBLOCK_AUTH"] = "off"  # the embedded launcher's API process inherits the choice
+    _check_auth(settings)
     if settings.redis_url is None:
         from cellblock.local import serve_embedded
 
@@ -250,6 +260,150 @@ def serve_command(redis_url: str | None, broker_url: str | None, host: str | Non
 
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
                 timeout_graceful_shutdown=10)  # fmt: skip
+
+
+def _check_auth(settings: Settings) -> None:
+    """Keys required (CELLBLOCK_AUTH=required, or 'auto' off loopback) and none usable: refuse to start."""
+    where = f"{settings.api_host}:{settings.api_port}"
+    if not settings.auth_required():
+        if not is_loopback(settings.api_host):
+            click.echo(f"warning: auth is off: anyone who can reach {where} may run code on this cluster", err=True)
+        return
+    from cellblock.auth import Keys
+
+    try:
+        with _job_store(settings) as client:
+            usable = Keys(client).usable()
+    except CellblockError as exc:
+        _fail(exc)
+    if usable == 0:
+        why = "API keys are required (CELLBLOCK_AUTH=required)"
+        if not is_loopback(settings.api_host):
+            why = f"the API would listen on {settings.api_host}, an address other machines can reach,"
+        _fail(UserError(f"{why} and the job store holds no usable API key. Create one with `cellblock keys create "
+                        "--name NAME --scopes submit,read` (same --redis), or pass --insecure-no-auth to serve "
+                        "without keys", field="auth"))  # fmt: skip
+
+
+def _redacted(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+@contextlib.contextmanager
+def _job_store(settings: Settings) -> Iterator[Any]:
+    """A Redis client on the job store. With nothing configured: the embedded server's socket, or — when
+    `cellblock serve` is not running — that same private redis-server started just for this command."""
+    import redis
+
+    url = settings.job_store_url()
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
+    child = None
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        if settings.redis_url is not None:
+            raise InternalError(f"cannot reach the job store at {_redacted(url)}: {exc}") from exc
+        from cellblock.local import start_redis
+
+        child = start_redis(settings)
+    try:
+        yield client
+    finally:
+        client.close()
+        if child is not None:
+            child.signal(signal.SIGTERM)  # redis flushes its AOF, removes its socket and exits
+            if not child.wait(30):
+                child.signal(signal.SIGKILL)
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """API keys: create (the key is shown once), list, revoke. Kept hashed in the job store's Redis."""
+
+
+_redis_option = click.option("--redis", "redis_url", help="The job store (default: CELLBLOCK_REDIS_URL, else the "
+                             "embedded server's socket in the data dir).")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _keys(redis_url: str | None) -> Iterator[Any]:
+    from cellblock.auth import Keys
+
+    try:
+        with _job_store(_service_settings(redis_url=redis_url)) as client:
+            yield Keys(client)
+    except CellblockError as exc:
+        _fail(exc)
+
+
+@keys_group.command("create")
+@_redis_option
+@click.option("--name", required=True, help="Who holds the key (shown in listings).")
+@click.option("--scopes", required=True, help="Comma-separated: read, submit, admin (admin implies the others).")
+@click.option("--rate", help="Requests per period over every route: 20/s, 600/min, 1000/h (default: no limit).")
+@click.option("--max-running", type=int, help="Most jobs queued or running at once (default: no limit).")
+@click.option("--daily-jobs", type=int, help="Most jobs per UTC day (default: no limit).")
+@click.option("--expires-in-days", type=float, help="Lifetime in days (default: until revoked).")
+@click.option("--json", "as_json", is_flag=True, help="Print the key and its record as JSON.")
+def keys_create(redis_url: str | None, name: str, scopes: str, rate: str | None, max_running: int | None,
+                daily_jobs: int | None, expires_in_days: float | None, as_json: bool) -> None:  # fmt: skip
+    """Create an API key and print it on stdout: this once only, since Redis keeps only its hash."""
+    from cellblock.auth import KeyRequest
+
+    try:
+        request = KeyRequest(name=name, scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+                             rate=rate, max_running=max_running, daily_jobs=daily_jobs,
+                             expires_in_days=expires_in_days)  # fmt: skip
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-")
+        _fail(UserError(f"{option}: {first['msg'].removeprefix('Value error, ')}", field=option))
+        return
+    with _keys(redis_url) as keys:
+        created = keys.create(request)
+    if as_json:
+        click.echo(created.model_dump_json(indent=2))
+        return
+    click.echo(created.key)
+    limits = ", ".join(f"{label} {value}" for label, value in (("rate", created.rate), ("max-running",
+                       created.max_running), ("daily-jobs", created.daily_jobs), ("expires", created.expires_at))
+                       if value is not None) or "no limits"  # fmt: skip
+    click.echo(f"key {created.id} ({created.name}): scopes {','.join(created.scopes)}; {limits}. "
+               "This is the only time the key is shown: store it now.", err=True)  # fmt: skip
+
+
+@keys_group.command("list")
+@_redis_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_list(redis_url: str | None, as_json: bool) -> None:
+    """Every key with its status, limits and usage (never the key itself)."""
+    with _keys(redis_url) as keys:
+        found = keys.list_keys()
+    if as_json:
+        click.echo(json.dumps([k.model_dump(mode="json") for k in found], indent=2))
+        return
+    click.echo(f"{'ID':<17}{'NAME':<20}{'SCOPES':<19}{'STATUS':<9}{'RATE':<10}{'RUNNING':<10}{'TODAY':<14}"
+               "EXPIRES           LAST USED")  # fmt: skip
+    for k in found:
+        running = f"{k.running}/{k.max_running}" if k.max_running else "-"
+        today = f"{k.jobs_today}/{k.daily_jobs}" if k.daily_jobs else str(k.jobs_today)
+        expires = f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "-"
+        used = f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-"
+        click.echo(f"{k.id:<17}{k.name[:19]:<20}{','.join(k.scopes):<19}{k.status:<9}{k.rate or '-':<10}"
+                   f"{running:<10}{today:<14}{expires:<18}{used}")  # fmt: skip
+
+
+@keys_group.command("revoke")
+@_redis_option
+@click.argument("key_id", metavar="ID")
+def keys_revoke(redis_url: str | None, key_id: str) -> None:
+    """Revoke key ID at once and for good (it stays listed, as revoked)."""
+    with _keys(redis_url) as keys:
+        key = keys.revoke(key_id.strip())
+    if key is None:
+        _fail(UserError(f"no API key {key_id!r} (see `cellblock keys list`)", field="id"))
+        return
+    click.echo(f"revoked {key.id} ({key.name})")
 
 
 @main.command("worker")
@@ -274,13 +428,13 @@ def worker_command(redis_url: str | None, broker_url: str | None, slots: int | N
 @click.option("--redis", "redis_url", help="The cluster's Redis.")
 @click.option("--broker", "broker_url", help="Celery broker URL.")
 def webhooks_command(redis_url: str | None, broker_url: str | None) -> None:
-    """Deliver finished jobs to their callback_url (a thread pool; no sandbox needed)."""
-    from cellblock.worker import start_webhook_worker
+    """Deliver finished jobs to their callback_url (asyncio, retried with backoff; no sandbox needed)."""
+    from cellblock.webhooks import run_sender
 
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url)
     if settings.redis_url is None:
         _fail(UserError("webhooks need --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
-    sys.exit(start_webhook_worker(settings))
+    sys.exit(run_sender(settings))
 
 
 @main.command("run")

@@ -5,9 +5,10 @@ Load it once at the entry point (`Settings()`), then pass it down. Units are in 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url (amqp:// for RabbitMQ).")
     api_host: str = Field("127.0.0.1", description="Where the HTTP API listens.")
     api_port: int = Field(8000, ge=0, le=65535)
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="API keys (cellblock keys create): 'required' on every route but health and docs; 'off' "
+        "for none; 'auto' is 'required' unless the API listens on a loopback address.",
+    )
     worker_slots: int | None = Field(None, ge=1, description="Sandbox slots of this worker (default: one per core).")
     result_retention_s: int = Field(86400, ge=60, description="How long finished jobs and their events are kept.")
     max_backlog: int = Field(10000, ge=1, description="Queued jobs above which submissions get 503 + Retry-After.")
@@ -120,6 +126,10 @@ class Settings(BaseSettings):
         """One slot per core unless configured otherwise."""
         return self.worker_slots or max(1, os.cpu_count() or 1)
 
+    def auth_required(self) -> bool:
+        """Whether the API asks every caller for a key (see `auth`)."""
+        return self.auth == "required" or (self.auth == "auto" and not is_loopback(self.api_host))
+
     def redis_socket(self) -> Path:
         return self.data_dir / "redis" / "redis.sock"
 
@@ -131,3 +141,16 @@ class Settings(BaseSettings):
         """Celery spells a unix socket redis+socket://; redis-py spells it unix://."""
         url = self.broker_url or self.job_store_url()
         return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on only accepts connections from this machine (127.0.0.0/8, ::1, localhost).
+
+    Any other name or address — a wildcard like 0.0.0.0, a LAN address, a host name — counts as reachable.
+    """
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

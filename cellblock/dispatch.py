@@ -22,8 +22,6 @@ from kombu import Queue
 from cellblock.config import Settings
 
 EXECUTE_TASK = "cellblock.execute"
-WEBHOOK_TASK = "cellblock.webhook"
-WEBHOOK_QUEUE = "webhooks"
 
 
 def broker_redis_url(settings: Settings) -> str | None:
@@ -42,7 +40,6 @@ def make_celery(settings: Settings, languages: list[str] | None = None) -> Celer
     """The Celery app shared by the API (publisher) and workers (consumers)."""
     app = Celery("cellblock", broker=settings.celery_broker_url())
     queues = [Queue(language_queue(name), routing_key=language_queue(name)) for name in languages or []]
-    queues.append(Queue(WEBHOOK_QUEUE, routing_key=WEBHOOK_QUEUE))
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -63,7 +60,6 @@ def make_celery(settings: Settings, languages: list[str] | None = None) -> Celer
         worker_send_task_events=False,
         worker_hijack_root_logger=False,
         task_queues=queues,
-        task_default_queue=WEBHOOK_QUEUE,
         task_create_missing_queues=True,
     )
     return app
@@ -78,6 +74,3 @@ class Dispatcher:
     def submit(self, job_id: str, language: str) -> None:
         queue = language_queue(language)
         self.app.send_task(EXECUTE_TASK, args=[job_id], task_id=job_id, queue=queue, routing_key=queue)
-
-    def submit_webhook(self, job_id: str) -> None:
-        self.app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE, routing_key=WEBHOOK_QUEUE)

@@ -5,7 +5,7 @@ Theory of operation. One supervisor process (this one) starts, each in its own s
 1. a private ``redis-server``: unix socket in the data dir (mode 700), no TCP port, AOF on (fsync every
    second), ``noeviction``; it is the broker and the job store;
 2. ``cellblock worker`` (Celery prefork, one sandbox slot per core) — the very command a cluster host runs;
-3. ``cellblock webhooks`` (a thread pool that posts results to callback URLs);
+3. ``cellblock webhooks`` (an asyncio sender that posts results to callback URLs);
 4. ``cellblock serve --redis unix://…`` — the API alone, as any replica in a cluster runs it.
 
 So one machine runs the cluster code path. A child that dies is restarted (a few times a minute at most).

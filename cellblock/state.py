@@ -4,7 +4,7 @@ spec, state, live events and result live here, where the API reads them.
 Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
 
     cb:job:{id}               hash   spec, language, state, created_at, started_at, finished_at, worker,
-                                     attempts, batch, result (JSON JobResult once finished)
+                                     attempts, batch, idempotency_key, result (JSON JobResult once finished)
     cb:job:{id}:events        stream type ∈ state | step | stdout | stderr | result; data = JSON
     cb:idem:{key}             string the job id an idempotency key maps to
     cb:batch:{id}             hash   created_at, jobs (JSON list of job ids)
@@ -12,8 +12,21 @@ Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
     cb:worker:{name}          string JSON WorkerInfo, expiring after worker_ttl_s without a heartbeat
     cb:worker:{name}:running  set    job ids that worker is running now
     cb:cancel                 pub/sub channel: job ids to cancel
+    cb:webhooks               zset   job ids whose callback is due, scored by the time of the next attempt
+    cb:webhooks:attempts      hash   job id → delivery attempts made
+    cb:apikeys                set    ids of every API key ever created (revoked ones stay, marked)
+    cb:apikey:{key}           hash   record (JSON ApiKey: name, scopes, limits, sha256 of the key, dates),
+                                     revoked_at, last_used_at; never the key itself (`cellblock.auth`)
+    cb:apikey:{key}:running   zset   job ids the key has queued or running, scored by submission time
+                                     (unix s); the worker removes a job when it finishes
+    cb:apikey:{key}:day:{d}   string jobs the key submitted on UTC day d (YYYYMMDD); expires after 2 days
+    cb:apikey:{key}:rate      hash   token bucket of the key's request rate: tokens, ts (unix s)
 
-Job and event keys expire `result_retention_s` after the job finishes. Payloads are JSON validated by the
+A job submitted with an API key carries its id in the job hash field ``api_key_id``. ``{key}`` is a 16-hex
+key id (the public part of the key, never the secret).
+
+Nothing expires while a job waits or runs; its keys, its batch's and its idempotency key's expire
+`result_retention_s` after it finishes (`retention_keys`). Payloads are JSON validated by the
 models in `cellblock.models` and here; never pickle.
 """
 
@@ -28,7 +41,11 @@ from pydantic import BaseModel, Field
 from cellblock.models import JobResult, JobSpec, JobState
 
 CANCEL_CHANNEL = "cb:cancel"
+WEBHOOK_QUEUE = "cb:webhooks"  # sorted set: job id → when its next delivery attempt is due
+WEBHOOK_ATTEMPTS = "cb:webhooks:attempts"  # hash: job id → attempts made
 WORKERS = "cb:workers"
+API_KEYS = "cb:apikeys"
+JOB_API_KEY_FIELD = "api_key_id"  # job hash field: the id of the API key that submitted the job
 EVENT_STREAM_MAXLEN = 10000
 TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
@@ -55,6 +72,22 @@ def worker_key(name: str) -> str:
 
 def running_key(name: str) -> str:
     return f"cb:worker:{name}:running"
+
+
+def api_key_key(key_id: str) -> str:
+    return f"cb:apikey:{key_id}"
+
+
+def api_key_running_key(key_id: str) -> str:
+    return f"cb:apikey:{key_id}:running"
+
+
+def api_key_day_key(key_id: str, day: str) -> str:
+    return f"cb:apikey:{key_id}:day:{day}"
+
+
+def api_key_rate_key(key_id: str) -> str:
+    return f"cb:apikey:{key_id}:rate"
 
 
 def now_iso() -> str:
@@ -97,6 +130,16 @@ def event(kind: str, data: Any) -> dict[Any, Any]:
 def event_raw(kind: str, json_text: str) -> dict[Any, Any]:
     """Like `event`, for data that is JSON text already (a serialized JobResult)."""
     return {"type": kind, "data": json_text}
+
+
+def retention_keys(fields: dict[str, str]) -> list[str]:
+    """Keys whose retention clock starts when this job finishes: its own, its batch's, its idempotency key."""
+    keys = [job_key(fields["id"]), events_key(fields["id"])]
+    if fields.get("batch"):
+        keys.append(batch_key(fields["batch"]))
+    if fields.get("idempotency_key"):
+        keys.append(idempotency_key(fields["idempotency_key"]))
+    return keys
 
 
 def as_fields(raw: Any) -> dict[str, str]:

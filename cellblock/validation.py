@@ -7,6 +7,7 @@ Every error names its field: ``files[1].name``, ``limits.cpu_time_s``, ``languag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cellblock.config import LimitBounds, Settings
 from cellblock.errors import LimitAboveMaximum, UnknownLanguage, ValidationFailed
@@ -68,9 +69,18 @@ def _validate_files(spec: JobSpec, language: Language, settings: Settings) -> li
     return out
 
 
+def _validate_callback(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationFailed(f"callback_url {url!r} must be an http:// or https:// URL with a host",
+                               field="callback_url")  # fmt: skip
+
+
 def validate_job(spec: JobSpec, settings: Settings, registry: Registry) -> ValidJob:
     language = registry.get(spec.language)
     files = _validate_files(spec, language, settings)
+    if spec.callback_url is not None:
+        _validate_callback(spec.callback_url)
     if spec.network and not settings.allow_network:
         raise ValidationFailed("network access is disabled on this server", field="network")
     if len(spec.tests) > settings.max_tests:

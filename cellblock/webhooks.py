@@ -1,46 +1,121 @@
-"""Deliver a finished job's JobResult to its callback_url: POST, retried with exponential backoff.
+"""Deliver finished jobs to their callback_url: POST the JobResult, retried with exponential backoff.
 
-Runs in the webhook worker's thread pool (`cellblock webhooks`), never in a sandbox slot, so a slow or dead
-receiver never holds up code execution. A 2xx ends it; anything else is retried up to webhook_attempts.
+Theory of operation. A finishing worker adds the job id to the sorted set ``cb:webhooks`` scored by when
+the next attempt is due (now). `cellblock webhooks` runs an asyncio loop that atomically *claims* due
+entries (a Lua script moves their score forward by a lease), POSTs each concurrently, and then removes the
+entry (delivered, or out of attempts) or reschedules it (score = now + backoff). A sender that dies mid-POST
+leaves its entries to come due again when their lease runs out, so delivery is at least once, and any
+number of senders may run. Nothing here holds a sandbox slot, and a receiver that never answers costs one
+coroutine, not a thread: thousands of dead receivers don't delay a live one.
+
+Why not Celery retries: a retry with a countdown sits unacknowledged in a worker; on Redis it is delivered
+again once the visibility timeout passes, and a thread sleeps through every backoff.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from typing import Any
 
 import httpx
 import redis
+import redis.asyncio as aioredis
 
 from cellblock.config import Settings
 from cellblock.models import JobSpec
-from cellblock.state import as_fields, job_key, result_from_hash
+from cellblock.state import WEBHOOK_ATTEMPTS, WEBHOOK_QUEUE, as_fields, job_key, result_from_hash
 
 log = logging.getLogger(__name__)
 
+CLAIM_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
+return due
+"""
+CONCURRENCY = 256
+FIRST_BACKOFF_S = 1.0
 
-def deliver_webhook(settings: Settings, job_id: str, *, sleep: float = 1.0) -> bool:
-    """True when the receiver accepted the result. `sleep` is the first backoff delay (doubling)."""
-    store = redis.Redis.from_url(settings.job_store_url(), decode_responses=True)
-    fields = as_fields(store.hgetall(job_key(job_id)))
-    if "spec" not in fields:
-        return False
-    spec = JobSpec.model_validate_json(fields["spec"])
-    if not spec.callback_url:
-        return False
-    body = result_from_hash(fields).model_dump_json()
-    delay = sleep
-    for attempt in range(1, settings.webhook_attempts + 1):
+
+def enqueue_webhook(client: redis.Redis, job_id: str) -> None:
+    """Called by the worker when a job with a callback_url finishes."""
+    client.zadd(WEBHOOK_QUEUE, {job_id: time.time()})
+
+
+class Sender:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis: Any = aioredis.Redis.from_url(settings.job_store_url(), decode_responses=True, socket_timeout=30)
+        self.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s)
+        self.gate = asyncio.Semaphore(CONCURRENCY)
+        self.claim = self.redis.register_script(CLAIM_LUA)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def deliver(self, job_id: str) -> bool:
+        fields = as_fields(await self.redis.hgetall(job_key(job_id)))
+        if "spec" not in fields:
+            return True  # expired: nothing left to deliver
+        url = JobSpec.model_validate_json(fields["spec"]).callback_url
+        if not url:
+            return True
+        body = result_from_hash(fields).model_dump_json()
         try:
-            response = httpx.post(spec.callback_url, content=body, timeout=settings.webhook_timeout_s,
-                                  headers={"content-type": "application/json"})  # fmt: skip
+            response = await self.http.post(url, content=body, headers={"content-type": "application/json"})
             if response.is_success:
                 return True
             problem = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             problem = type(exc).__name__
-        log.warning("job %s: webhook attempt %d failed (%s)", job_id, attempt, problem)
-        if attempt < settings.webhook_attempts:
-            time.sleep(delay)
-            delay *= 2
-    return False
+        log.warning("job %s: webhook attempt failed (%s)", job_id, problem)
+        return False
+
+    async def attempt(self, job_id: str) -> None:
+        async with self.gate:
+            delivered = await self.deliver(job_id)
+        attempts = int(await self.redis.hincrby(WEBHOOK_ATTEMPTS, job_id, 1))
+        if delivered or attempts >= self.settings.webhook_attempts:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(WEBHOOK_QUEUE, job_id)
+                pipe.hdel(WEBHOOK_ATTEMPTS, job_id)
+                await pipe.execute()
+            if not delivered:
+                log.error("job %s: webhook given up after %d attempts", job_id, attempts)
+            return
+        backoff = FIRST_BACKOFF_S * 2 ** (attempts - 1)
+        await self.redis.zadd(WEBHOOK_QUEUE, {job_id: time.time() + backoff})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        lease = self.settings.webhook_timeout_s + 30
+        while not stop.is_set():
+            now = time.time()
+            try:
+                due = await self.claim(keys=[WEBHOOK_QUEUE], args=[now, now + lease, 100])
+            except aioredis.RedisError as exc:
+                log.warning("webhooks: store unavailable: %s", exc)
+                due = []
+            for job_id in due:
+                task = asyncio.create_task(self.attempt(str(job_id)))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            if not due:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.1)
+        await self.http.aclose()
+        await self.redis.aclose()
+
+
+def run_sender(settings: Settings) -> int:
+    """`cellblock webhooks`: deliver callbacks until SIGTERM/SIGINT."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Sender(settings).run(stop)
+
+    asyncio.run(main())
+    return 0

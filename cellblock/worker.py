@@ -26,7 +26,7 @@ import redis
 
 from cellblock import __version__
 from cellblock.config import Settings
-from cellblock.dispatch import EXECUTE_TASK, WEBHOOK_TASK, broker_redis_url, language_queue, make_celery
+from cellblock.dispatch import EXECUTE_TASK, broker_redis_url, language_queue, make_celery
 from cellblock.engine import Engine
 from cellblock.errors import CellblockError
 from cellblock.languages.registry import Language, Registry
@@ -35,9 +35,11 @@ from cellblock.sandbox.host import SandboxHost
 from cellblock.state import (
     CANCEL_CHANNEL,
     EVENT_STREAM_MAXLEN,
+    JOB_API_KEY_FIELD,
     TERMINAL_STATES,
     WORKERS,
     WorkerInfo,
+    api_key_running_key,
     as_fields,
     event,
     event_raw,
@@ -45,10 +47,11 @@ from cellblock.state import (
     job_key,
     now_iso,
     result_from_hash,
+    retention_keys,
     running_key,
     worker_key,
 )
-from cellblock.webhooks import deliver_webhook
+from cellblock.webhooks import enqueue_webhook
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +149,7 @@ class StreamObserver:
         return self.job_id in self.runtime.cancelled
 
 
-def finish(runtime: Runtime, result: JobResult, *, notify: str | None) -> None:
+def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: dict[str, str]) -> None:
     """Store the result and end the event stream in one transaction; then the retention clock starts."""
     r, ttl = runtime.redis, runtime.settings.result_retention_s
     payload = result.model_dump_json()
@@ -157,12 +160,14 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None) -> None:
         })  # fmt: skip
         pipe.xadd(events_key(result.id), event("state", {"state": result.state.value}))
         pipe.xadd(events_key(result.id), event_raw("result", payload))
-        pipe.expire(job_key(result.id), ttl)
-        pipe.expire(events_key(result.id), ttl)
+        for key in retention_keys(fields):
+            pipe.expire(key, ttl)
         pipe.srem(running_key(runtime.name), result.id)
+        if fields.get(JOB_API_KEY_FIELD):  # the job counted in its API key's max_running (cellblock.quotas)
+            pipe.zrem(api_key_running_key(fields[JOB_API_KEY_FIELD]), result.id)
         pipe.execute()
     if notify:
-        runtime_app().send_task(WEBHOOK_TASK, args=[result.id], queue="webhooks", routing_key="webhooks")
+        enqueue_webhook(r, result.id)
 
 
 def _failed(fields: dict[str, str], message: str, worker: str) -> JobResult:
@@ -185,7 +190,7 @@ def run_job(runtime: Runtime, job_id: str) -> None:
     spec = JobSpec.model_validate_json(fields["spec"])
     if attempts > runtime.settings.max_attempts:
         message = f"gave up after {attempts - 1} attempts: the worker running this job died each time"
-        finish(runtime, _failed(fields, message, runtime.name), notify=spec.callback_url)
+        finish(runtime, _failed(fields, message, runtime.name), notify=spec.callback_url, fields=fields)
         return
     runtime.current = job_id
     with r.pipeline() as pipe:
@@ -206,15 +211,10 @@ def run_job(runtime: Runtime, job_id: str) -> None:
         runtime.current = None
         runtime.cancelled.discard(job_id)
     result.worker = runtime.name
-    finish(runtime, result, notify=spec.callback_url)
+    finish(runtime, result, notify=spec.callback_url, fields=fields)
 
 
 _RUNTIME: dict[int, Runtime] = {}
-_APP: dict[str, Any] = {}
-
-
-def runtime_app() -> Any:
-    return _APP["app"]
 
 
 def _runtime(settings: Settings, name: str) -> Runtime:
@@ -228,7 +228,6 @@ def _runtime(settings: Settings, name: str) -> Runtime:
 
 def build_app(settings: Settings, languages: list[str], name: str) -> Any:
     app = make_celery(settings, languages)
-    _APP["app"] = app
 
     @app.task(name=EXECUTE_TASK, max_retries=0, bind=True)
     def execute(self: Any, job_id: str) -> None:
@@ -238,10 +237,6 @@ def build_app(settings: Settings, languages: list[str], name: str) -> Any:
             run_job(runtime, job_id)
         finally:
             runtime.lease.tag = None
-
-    @app.task(name=WEBHOOK_TASK, max_retries=0)
-    def webhook(job_id: str) -> None:
-        deliver_webhook(settings, job_id)
 
     return app
 
@@ -327,14 +322,4 @@ def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | 
         ])  # fmt: skip
     finally:
         heartbeat.stop()
-    return 0
-
-
-def start_webhook_worker(settings: Settings, *, name: str | None = None) -> int:
-    """`cellblock webhooks`: delivers results to callback URLs from a thread pool, never from a sandbox slot."""
-    node = name or f"cellblock-webhooks-{socket.gethostname()}-{os.getpid()}"
-    app = build_app(settings, [], node)
-    app.worker_main(["worker", "--pool", "threads", "--concurrency", "8", "--queues", "webhooks",
-                     "--hostname", node, "--without-gossip", "--without-mingle", "--without-heartbeat",
-                     "--loglevel", "WARNING"])  # fmt: skip
     return 0

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 
 from cellblock import __version__
+from cellblock.api.auth import ApiAuth
 from cellblock.api.errors import error_body, install_error_handlers
+from cellblock.api.keys import router as keys_router
 from cellblock.api.runtime import ApiRuntime
 from cellblock.api.v1 import router as v1_router
 from cellblock.config import Settings
@@ -45,14 +47,11 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
+            if seen > self.max_bytes:  # FastAPI passes HTTPExceptions from body reading through as they are
+                raise HTTPException(413, f"the request body is over {self.max_bytes} bytes")
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+        await self.app(scope, counted, send)
 
     async def _refuse(self, send: Callable[[Message], Awaitable[None]]) -> None:
         import json
@@ -68,14 +67,11 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = ApiRuntime(settings)
+        app.state.auth = ApiAuth(settings, app.state.runtime.store.redis)
         yield
         await app.state.runtime.close()
 
@@ -87,5 +83,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(v1_router)
+    app.include_router(keys_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_kib * 1024)
     return app

@@ -24,6 +24,7 @@ from cellblock.state import (
     new_job_fields,
     now_iso,
     result_from_hash,
+    retention_keys,
     worker_key,
 )
 
@@ -43,17 +44,40 @@ class AsyncStore:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def create_job(self, job_id: str, spec: JobSpec, batch_id: str | None = None) -> None:
-        """Persist the job (hash + first event) before anyone hears 'accepted'."""
+    async def create_jobs(self, jobs: list[tuple[str, JobSpec]], batch_id: str | None = None,
+                          idempotency: str | None = None) -> None:  # fmt: skip
+        """Persist jobs (hash + first event) in one transaction, before anyone hears 'accepted'.
+
+        No expiry yet: a job's keys (and its batch's and idempotency key's) start their retention clock when the
+        job finishes, so nothing about a queued job can expire however long the backlog is.
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id), mapping=new_job_fields(job_id, spec, batch_id))
-            pipe.xadd(events_key(job_id), event("state", {"state": JobState.QUEUED.value}))
+            for job_id, spec in jobs:
+                fields = new_job_fields(job_id, spec, batch_id)
+                if idempotency:
+                    fields["idempotency_key"] = idempotency
+                pipe.hset(job_key(job_id), mapping=fields)
+                pipe.xadd(events_key(job_id), event("state", {"state": JobState.QUEUED.value}))
+            if batch_id:
+                pipe.hset(batch_key(batch_id), mapping={"created_at": now_iso(),
+                                                         "jobs": json.dumps([j for j, _ in jobs])})  # fmt: skip
             await pipe.execute()
+
+    async def delete_jobs(self, job_ids: list[str], batch_id: str | None = None) -> None:
+        """Undo `create_jobs` when they could not be queued: nothing half-accepted is left."""
+        keys = [k for job_id in job_ids for k in (job_key(job_id), events_key(job_id))]
+        if batch_id:
+            keys.append(batch_key(batch_id))
+        await self.redis.delete(*keys)
+
+    async def existing_job_for_key(self, key: str) -> str | None:
+        found = await self.redis.get(idempotency_key(key))
+        return str(found) if found else None
 
     async def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
         """The job id already bound to `key`, or None after binding it to `job_id`."""
         name = idempotency_key(key)
-        if await self.redis.set(name, job_id, nx=True, ex=self.settings.result_retention_s):
+        if await self.redis.set(name, job_id, nx=True):  # expires with its job (worker.finish)
             return None
         existing = await self.redis.get(name)
         return str(existing) if existing else None
@@ -63,7 +87,6 @@ class AsyncStore:
         name = idempotency_key(key)
         if await self.redis.get(name) == job_id:
             await self.redis.delete(name)
-            await self.redis.delete(job_key(job_id), events_key(job_id))
 
     async def job_fields(self, job_id: str) -> dict[str, str] | None:
         fields = as_fields(await self.redis.hgetall(job_key(job_id)))
@@ -79,8 +102,9 @@ class AsyncStore:
         while True:
             reply = await self.redis.xread({events_key(job_id): last}, block=block_ms, count=200)
             if not reply:
-                if await self.redis.exists(job_key(job_id)) == 0:
-                    return
+                state = await self.redis.hget(job_key(job_id), "state")
+                if state is None or JobState(state) in TERMINAL_STATES:
+                    return  # gone, or finished and everything after `after` was already sent
                 yield "", "keepalive", None
                 continue
             for entry_id, raw in reply[0][1]:
@@ -121,15 +145,11 @@ class AsyncStore:
                                                     "result": result.model_dump_json()})  # fmt: skip
                 pipe.xadd(events_key(job_id), event("state", {"state": JobState.CANCELLED.value}))
                 pipe.xadd(events_key(job_id), {"type": "result", "data": result.model_dump_json()})
-                pipe.expire(job_key(job_id), self.settings.result_retention_s)
-                pipe.expire(events_key(job_id), self.settings.result_retention_s)
+                for key in retention_keys(fields):
+                    pipe.expire(key, self.settings.result_retention_s)
                 await pipe.execute()
         await self.redis.publish(CANCEL_CHANNEL, job_id)
         return JobState.CANCELLED
-
-    async def create_batch(self, batch_id: str, job_ids: list[str]) -> None:
-        await self.redis.hset(batch_key(batch_id), mapping={"created_at": now_iso(), "jobs": json.dumps(job_ids)})
-        await self.redis.expire(batch_key(batch_id), self.settings.result_retention_s)
 
     async def batch_jobs(self, batch_id: str) -> list[str] | None:
         raw = await self.redis.hget(batch_key(batch_id), "jobs")

@@ -10,10 +10,11 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from cellblock.api.errors import ApiError, error_body
+from cellblock.api.auth import require, reserve
+from cellblock.api.errors import ERROR_RESPONSES, ApiError, error_body
 from cellblock.api.runtime import ApiRuntime
 from cellblock.api.schemas import (
     BatchAccepted,
@@ -24,13 +25,17 @@ from cellblock.api.schemas import (
     LanguageInfo,
     WorkersStatus,
 )
+from cellblock.auth import ApiKey
 from cellblock.dispatch import language_queue
 from cellblock.models import JobResult, JobSpec, JobState
 from cellblock.state import TERMINAL_STATES
 from cellblock.validation import ValidJob, validate_job
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+PUBLISH_CONCURRENCY = 32  # jobs handed to the broker at once (each takes a publisher thread and a connection)
+READ = [Depends(require("read"))]
+Submitter = Annotated[ApiKey | None, Depends(require("submit"))]
 
 
 def runtime(request: Request) -> ApiRuntime:
@@ -67,9 +72,21 @@ async def _refuse_if_backlogged(rt: ApiRuntime, extra: int = 1) -> None:
         raise ApiError(503, "backlog_full", message, headers={"Retry-After": "5"})
 
 
-async def _enqueue(rt: ApiRuntime, job_id: str, job: ValidJob, batch_id: str | None = None) -> None:
-    await rt.store.create_job(job_id, job.spec, batch_id)
-    await rt.dispatch(job_id, job.language.name)
+async def _enqueue(rt: ApiRuntime, jobs: list[tuple[str, ValidJob]], batch_id: str | None = None,
+                   idempotency: str | None = None) -> None:  # fmt: skip
+    """Store every job, then queue each (bounded concurrency); if queueing fails, store nothing."""
+    await rt.store.create_jobs([(job_id, job.spec) for job_id, job in jobs], batch_id, idempotency)
+    gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+
+    async def publish(job_id: str, job: ValidJob) -> None:
+        async with gate:
+            await rt.dispatch(job_id, job.language.name)
+
+    try:
+        await asyncio.gather(*(publish(job_id, job) for job_id, job in jobs))
+    except BaseException:
+        await rt.store.delete_jobs([job_id for job_id, _ in jobs], batch_id)
+        raise
 
 
 @router.post(
@@ -82,6 +99,7 @@ async def _enqueue(rt: ApiRuntime, job_id: str, job: ValidJob, batch_id: str | N
 async def submit_job(
     spec: JobSpec,
     request: Request,
+    caller: Submitter,
     wait: Annotated[bool, Query(description="Answer with the result once the job has finished.")] = False,
     idempotency_key: Annotated[str | None, Header(description="Same key → same job, for retries.")] = None,
 ) -> Response:
@@ -89,14 +107,22 @@ async def submit_job(
     job = await _admit(rt, spec)
     job_id = uuid.uuid4().hex
     key = idempotency_key or spec.idempotency_key
-    await _refuse_if_backlogged(rt)  # before the key is bound: a refused request must leave the key free
-    existing = await rt.store.claim_idempotency_key(key, job_id) if key else None
+    if key and caller is not None:
+        key = f"{caller.id}:{key}"  # each API key has its own idempotency keys: no job ids across tenants
+    existing = await rt.store.existing_job_for_key(key) if key else None
+    if existing is None:
+        await _refuse_if_backlogged(rt)  # a refused request leaves its key free for the retry
+        existing = await rt.store.claim_idempotency_key(key, job_id) if key else None
     if existing is not None:
-        job_id = existing
+        job_id = existing  # a retry: the same job, run once
     else:
+        held = None
         try:
-            await _enqueue(rt, job_id, job)
+            held = await reserve(request, caller, [job_id])  # 429 over the API key's quotas
+            await _enqueue(rt, [(job_id, job)], idempotency=key)
         except BaseException:
+            if held is not None:
+                await held.release()
             if key:
                 await rt.store.release_idempotency_key(key, job_id)
             raise
@@ -110,7 +136,8 @@ async def submit_job(
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobResult, summary="A job's state, or its result once finished")
+@router.get("/v1/jobs/{job_id}", response_model=JobResult, summary="A job's state, or its result once finished",
+            dependencies=READ)  # fmt: skip
 async def get_job(job_id: str, request: Request) -> JobResult:
     _check_id(job_id)
     result = await runtime(request).store.result(job_id)
@@ -129,6 +156,7 @@ def _sse(entry_id: str, kind: str, data: object) -> bytes:
     "/v1/jobs/{job_id}/events",
     summary="Server-sent events: state changes, steps, stdout/stderr as produced, then the result",
     response_class=StreamingResponse,
+    dependencies=READ,
 )
 async def job_events(
     job_id: str,
@@ -148,7 +176,8 @@ async def job_events(
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.delete("/v1/jobs/{job_id}", status_code=202, response_model=JobAccepted, summary="Cancel a job")
+@router.delete("/v1/jobs/{job_id}", status_code=202, response_model=JobAccepted, summary="Cancel a job",
+               dependencies=[Depends(require("submit"))])  # fmt: skip
 async def cancel_job(job_id: str, request: Request) -> JobAccepted:
     _check_id(job_id)
     state = await runtime(request).store.cancel(job_id)
@@ -160,7 +189,7 @@ async def cancel_job(job_id: str, request: Request) -> JobAccepted:
 
 
 @router.post("/v1/batches", status_code=202, response_model=BatchAccepted, summary="Submit many jobs at once")
-async def submit_batch(batch: BatchSpec, request: Request) -> BatchAccepted:
+async def submit_batch(batch: BatchSpec, request: Request, caller: Submitter) -> BatchAccepted:
     rt = runtime(request)
     if len(batch.jobs) > rt.settings.max_batch_jobs:
         raise ApiError(422, "too_many_jobs", f"{len(batch.jobs)} jobs; at most {rt.settings.max_batch_jobs}", "jobs")
@@ -168,12 +197,17 @@ async def submit_batch(batch: BatchSpec, request: Request) -> BatchAccepted:
     await _refuse_if_backlogged(rt, len(admitted))
     batch_id = uuid.uuid4().hex
     ids = [uuid.uuid4().hex for _ in admitted]
-    await rt.store.create_batch(batch_id, ids)
-    await asyncio.gather(*(_enqueue(rt, job_id, job, batch_id) for job_id, job in zip(ids, admitted, strict=True)))
+    held = await reserve(request, caller, ids)  # all of the batch or none against the API key's quotas
+    try:
+        await _enqueue(rt, list(zip(ids, admitted, strict=True)), batch_id)
+    except BaseException:
+        await held.release()
+        raise
     return BatchAccepted(id=batch_id, jobs=ids, url=f"/v1/batches/{batch_id}")
 
 
-@router.get("/v1/batches/{batch_id}", response_model=BatchStatus, summary="A batch: every job's state or result")
+@router.get("/v1/batches/{batch_id}", response_model=BatchStatus, summary="A batch: every job's state or result",
+            dependencies=READ)  # fmt: skip
 async def get_batch(batch_id: str, request: Request) -> BatchStatus:
     _check_id(batch_id)
     rt = runtime(request)
@@ -188,7 +222,8 @@ async def get_batch(batch_id: str, request: Request) -> BatchStatus:
                        jobs=results)  # fmt: skip
 
 
-@router.get("/v1/languages", response_model=list[LanguageInfo], summary="Languages that live workers can run")
+@router.get("/v1/languages", response_model=list[LanguageInfo], summary="Languages that live workers can run",
+            dependencies=READ)  # fmt: skip
 async def languages(request: Request) -> list[LanguageInfo]:
     rt = runtime(request)
     workers = await rt.store.workers()
@@ -205,7 +240,8 @@ async def languages(request: Request) -> list[LanguageInfo]:
     return out
 
 
-@router.get("/v1/workers", response_model=WorkersStatus, summary="Live workers and the backlog per queue")
+@router.get("/v1/workers", response_model=WorkersStatus, summary="Live workers and the backlog per queue",
+            dependencies=READ)  # fmt: skip
 async def workers(request: Request) -> WorkersStatus:
     rt = runtime(request)
     return WorkersStatus(workers=await rt.store.workers(), backlog=await rt.store.backlog(rt.queues()))

@@ -86,21 +86,39 @@ def process_table() -> dict[int, tuple[int, bytes]]:
     return table
 
 
-def pool_process_running(tag: str, worker_pids: set[int], table: dict[int, tuple[int, bytes]]) -> int | None:
-    """The Celery pool process (a child of a worker's main process) whose sandbox runs the job tagged `tag`."""
-    needle = tag.encode()
-    for pid, (_, argv) in table.items():
-        if needle not in argv:
-            continue
-        current = pid
-        for _ in range(10):
-            parent = table.get(current, (0, b""))[0]
-            if parent in worker_pids:
-                return current
-            if parent <= 1:
-                break
-            current = parent
-    return None
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def argv_of(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def jobs_in_pool(worker_pid: int, tags: set[str]) -> dict[str, int]:
+    """tag → the Celery pool process (a child of the worker's main process) whose sandbox runs that job.
+
+    Walks only the worker's own tree (pool process → cellblock-launch/bwrap → …), a few /proc reads, so a kill
+    can land within a millisecond of the sandbox's launch: also while bwrap is still setting it up.
+    """
+    found: dict[str, int] = {}
+    for pool in children(worker_pid):
+        frontier = children(pool)
+        for _ in range(4):
+            for pid in frontier:
+                argv = argv_of(pid)
+                for tag in tags:
+                    if tag.encode() in argv:
+                        found[tag] = pool
+            frontier = [c for pid in frontier for c in children(pid)]
+    return found
 
 
 def tagged_processes(tags: set[str]) -> list[int]:
@@ -137,18 +155,16 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            table = process_table()
-            for tag in self.tags:
-                if len(self.kills[tag]) >= self.kills_per_job:
-                    continue
-                pid = pool_process_running(tag, self.worker_pids, table)
-                if pid is None or pid in self.killed_pids:
-                    continue
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self.killed_pids.add(pid)
-                self.kills[tag].append(time.time())
-            self.stopped.wait(0.01)
+            wanted = {tag for tag in self.tags if len(self.kills[tag]) < self.kills_per_job}
+            for worker_pid in self.worker_pids:
+                for tag, pid in jobs_in_pool(worker_pid, wanted).items():
+                    if pid in self.killed_pids:
+                        continue
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    self.killed_pids.add(pid)
+                    self.kills[tag].append(time.time())
+            self.stopped.wait(0.001)
 
     def total(self) -> int:
         return sum(len(times) for times in self.kills.values())

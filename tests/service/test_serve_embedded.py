@@ -1,0 +1,240 @@
+"""`cellblock serve` with nothing configured: the embedded launcher end to end (issue 3, item 1).
+
+The real command, in its own data dir and on a free port: it must run jobs; on SIGTERM stop accepting, let a
+running job finish within `shutdown_grace_s`, kill (and so requeue) one that runs longer, and leave no
+process, cgroup, mount or socket behind; started again on the same data dir, it must run every job accepted
+before: the one it killed and those still queued.
+
+Jobs are Python programs tagged by an argument; the tag shows in bwrap's argv, next to the slot's /box path,
+which tells the test which slots the service used (their cgroups are checked after it stops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cellblock.config import Settings
+from tests.service.conftest import free_port, wait_until
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+GRACE_S = 8.0
+# argv: <tag> <epoch>. Sleeps until <epoch> (so a rerun after a restart ends at once), then prints its tag.
+UNTIL = "import sys, time\ntime.sleep(max(0.0, float(sys.argv[2]) - time.time()))\nprint(sys.argv[1])\n"
+
+
+def until(tag: str, epoch: float) -> dict[str, Any]:
+    return {
+        "language": "python3",
+        "files": [{"name": "main.py", "content": UNTIL}],
+        "args": [tag, f"{epoch:.3f}"],
+        "limits": {"wall_time_s": 40},
+    }
+
+
+class Embedded:
+    """One `cellblock serve --port P` process tree over one data dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(root),
+                    "CELLBLOCK_DATA_DIR": str(self.data), "CELLBLOCK_SHUTDOWN_GRACE_S": str(GRACE_S)}  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"serve-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        argv = [sys.executable, "-m", "cellblock", "serve", "--port", str(self.port), "--slots", "2"]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # fmt: skip
+        wait_until(lambda: httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200, timeout=90,
+                   interval=0.2, what="cellblock serve to be ready")  # fmt: skip
+
+    def terminate(self) -> float:
+        """SIGTERM, as systemd or `kill` sends it; the seconds until the command exits."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(GRACE_S + 60)
+        return time.monotonic() - started
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=60)
+
+
+# --- what the service leaves behind ---------------------------------------------------------------------------
+
+
+def process_table() -> dict[int, tuple[int, bytes]]:
+    table: dict[int, tuple[int, bytes]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                table[int(entry.name)] = (int(stat[1]), (entry / "cmdline").read_bytes())
+    return table
+
+
+def descendants(root_pid: int) -> dict[int, bytes]:
+    table = process_table()
+    found = {root_pid}
+    grew = True
+    while grew:
+        new = {pid for pid, (ppid, _) in table.items() if ppid in found} - found
+        found |= new
+        grew = bool(new)
+    return {pid: table[pid][1] for pid in found if pid in table}
+
+
+def processes_of(data_dir: Path) -> list[str]:
+    """Every live process whose argv or environment names this data dir (redis-server, workers, API, bwrap)."""
+    needle = str(data_dir).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes()
+            if needle in argv or needle in (entry / "environ").read_bytes():
+                shown = argv.replace(b"\0", b" ")[:160].decode(errors="replace")
+                found.append(f"{entry.name}: {shown}")
+    return found
+
+
+def kill_processes_of(data_dir: Path) -> None:
+    for line in processes_of(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+def slots_running(tags: set[str]) -> set[int]:
+    """Slot indexes whose /box the tagged jobs' bwrap binds."""
+    slots = set()
+    for _, argv in process_table().values():
+        if any(tag.encode() in argv for tag in tags):
+            slots |= {int(m) for m in re.findall(rb"/slots/slot(\d+)/box", argv)}
+    return slots
+
+
+def cgroups_left(slots: set[int]) -> list[str]:
+    """Run cgroups under the given slots, looked at while holding each slot's lock (so no live run is seen)."""
+    settings = Settings()
+    left: list[str] = []
+    for index in sorted(slots):
+        fd = os.open(settings.slot_lock_dir / f"slot{index}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # Another test may hold the slot for a moment; it sweeps leftovers itself when it takes it.
+            wait_until(lambda fd=fd: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) is None, timeout=30,
+                       what=f"slot {index}'s lock")  # fmt: skip
+            for parent in settings.cgroup_root.glob(f"*/{settings.cgroup_name}/slot{index}"):
+                left += [str(p) for p in parent.glob("run*")]
+        finally:
+            os.close(fd)
+    return left
+
+
+def mounts_under(path: Path) -> list[str]:
+    return [line for line in Path("/proc/mounts").read_text().splitlines() if str(path) in line]
+
+
+def assert_nothing_left(svc: Embedded, tree: dict[int, bytes], slots: set[int]) -> None:
+    table = process_table()
+    survivors = [f"{pid}: {argv[:120]!r}" for pid, argv in tree.items() if table.get(pid, (0, b""))[1] == argv]
+    assert survivors == [], "processes of the stopped service still run"
+    assert processes_of(svc.data) == []
+    assert not svc.data.joinpath("redis", "redis.sock").exists(), "the Redis socket file is left"
+    assert mounts_under(svc.data) == []
+    assert cgroups_left(slots) == []
+
+
+@pytest.fixture
+def embedded() -> Iterator[Embedded]:
+    root = Path(tempfile.mkdtemp(prefix="cellblock-serve-", dir="/var/tmp"))
+    root.chmod(0o711)
+    svc = Embedded(root)
+    try:
+        yield svc
+    finally:
+        if svc.proc is not None and svc.proc.poll() is None:
+            svc.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                svc.proc.wait(GRACE_S + 30)
+        kill_processes_of(svc.data)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_serve_runs_jobs_stops_clean_and_resumes_after_restart(embedded: Embedded) -> None:
+    embedded.start()
+    with embedded.client() as api:
+        hello = {"language": "c", "files": [{"name": "main.c", "content": '#include <stdio.h>\nint main(void)'
+                                                                         '{ puts("hi"); return 0; }'}]}  # fmt: skip
+        body = api.post("/v1/jobs", params={"wait": "true"}, json=hello).json()
+        assert body["verdict"] == "accepted" and body["tests"][0]["run"]["stdout"] == "hi\n", body
+
+        # Both slots busy: `short` ends within the grace period, `long` outlives it; three more wait in the queue.
+        now = time.time()
+        short, long = uuid.uuid4().hex, uuid.uuid4().hex
+        ids = {tag: api.post("/v1/jobs", json=until(tag, at)).json()["id"]
+               for tag, at in ((short, now + 6), (long, now + 18))}  # fmt: skip
+        wait_until(lambda: len(slots_running({short, long})) == 2, timeout=30, what="both jobs to run")
+        queued = [uuid.uuid4().hex for _ in range(3)]
+        ids |= {tag: api.post("/v1/jobs", json=until(tag, 0)).json()["id"] for tag in queued}
+        tree, slots = descendants(embedded.proc.pid), slots_running({short, long})  # type: ignore[union-attr]
+        states = {tag: api.get(f"/v1/jobs/{job_id}").json()["state"] for tag, job_id in ids.items()}
+        assert [states[t] for t in (short, long, *queued)] == ["running", "running", "queued", "queued", "queued"]
+
+    elapsed = embedded.terminate()
+    print(f"\ncellblock serve stopped {elapsed:.1f} s after SIGTERM (grace {GRACE_S} s)")
+    assert embedded.proc is not None and embedded.proc.returncode == 0
+    assert elapsed <= GRACE_S + 5, f"took {elapsed:.1f} s to stop"
+    assert_nothing_left(embedded, tree, slots)
+
+    embedded.start()
+    with embedded.client() as api:
+        wait_until(lambda: all(api.get(f"/v1/jobs/{i}").json()["state"] == "done" for i in ids.values()),
+                   timeout=60, interval=0.2, what="every job accepted before the restart")  # fmt: skip
+        results = {tag: api.get(f"/v1/jobs/{job_id}").json() for tag, job_id in ids.items()}
+        for tag, body in results.items():
+            assert body["verdict"] == "accepted" and body["tests"][0]["run"]["stdout"] == tag + "\n", body
+        store = store_attempts(embedded, ids)
+        assert store[short] == 1, "the short job did not finish within the grace period: it ran again"
+        assert store[long] == 2 and all(store[tag] == 1 for tag in queued), store
+        assert "requeued 1 job" in embedded.root.joinpath("serve-2.log").read_text()
+        tree = descendants(embedded.proc.pid)  # type: ignore[union-attr]
+    assert embedded.terminate() <= GRACE_S + 5
+    assert_nothing_left(embedded, tree, slots)
+
+
+def store_attempts(svc: Embedded, ids: dict[str, str]) -> dict[str, int]:
+    """Deliveries per job, from the job store (the API does not show them), via the embedded Redis socket."""
+    import redis
+
+    client = redis.Redis(unix_socket_path=str(svc.data / "redis" / "redis.sock"), decode_responses=True)
+    return {tag: int(client.hget(f"cb:job:{job_id}", "attempts") or 0) for tag, job_id in ids.items()}
