@@ -135,8 +135,9 @@ class Quotas:
         allowed, wait = await self._spend(keys=[api_key_rate_key(key.id), api_key_key(key.id)],
                                           args=[*args, datetime.now(UTC).isoformat()])  # fmt: skip
         if int(allowed) != 1:
-            raise Denied(429, "rate_limited", f"this API key may make {key.rate} requests",
-                         retry_after_s=max(1, math.ceil(float(wait))))  # fmt: skip
+            retry = max(1, math.ceil(float(wait)))
+            raise Denied(429, "rate_limited", f"over this API key's rate of {key.rate} requests; retry in {retry} s",
+                         retry_after_s=retry)  # fmt: skip
 
     async def reserve(self, key: ApiKey, job_ids: Sequence[str]) -> Reservation:
         """Count `job_ids` against the key's quotas, atomically, all or none (429 / 422 when over)."""

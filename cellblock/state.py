@@ -7,7 +7,7 @@ Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
                                      attempts, batch, idempotency_key, result (JSON JobResult once finished)
     cb:job:{id}:events        stream type ∈ state | step | stdout | stderr | result; data = JSON
     cb:idem:{key}             string the job id an idempotency key maps to
-    cb:batch:{id}             hash   created_at, jobs (JSON list of job ids)
+    cb:batch:{id}             hash   created_at, remaining (jobs not finished), jobs (JSON list of job ids)
     cb:workers                set    names of workers that have announced themselves
     cb:worker:{name}          string JSON WorkerInfo, expiring after worker_ttl_s without a heartbeat
     cb:worker:{name}:running  set    job ids that worker is running now
@@ -41,6 +41,12 @@ from pydantic import BaseModel, Field
 from cellblock.models import JobResult, JobSpec, JobState
 
 CANCEL_CHANNEL = "cb:cancel"
+# A batch member finished: count it; when none is left, the batch's retention clock starts. Atomic.
+BATCH_MEMBER_FINISHED_LUA = """
+local left = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+if left <= 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return left
+"""
 WEBHOOK_QUEUE = "cb:webhooks"  # sorted set: job id → when its next delivery attempt is due
 WEBHOOK_ATTEMPTS = "cb:webhooks:attempts"  # hash: job id → attempts made
 WORKERS = "cb:workers"
@@ -133,10 +139,10 @@ def event_raw(kind: str, json_text: str) -> dict[Any, Any]:
 
 
 def retention_keys(fields: dict[str, str]) -> list[str]:
-    """Keys whose retention clock starts when this job finishes: its own, its batch's, its idempotency key."""
+    """Keys whose retention clock starts when this job finishes: its own and its idempotency key's.
+
+    (A batch's clock starts when its last job finishes: BATCH_MEMBER_FINISHED_LUA.)"""
     keys = [job_key(fields["id"]), events_key(fields["id"])]
-    if fields.get("batch"):
-        keys.append(batch_key(fields["batch"]))
     if fields.get("idempotency_key"):
         keys.append(idempotency_key(fields["idempotency_key"]))
     return keys

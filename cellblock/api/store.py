@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from cellblock.config import Settings
 from cellblock.models import JobResult, JobSpec, JobState
 from cellblock.state import (
+    BATCH_MEMBER_FINISHED_LUA,
     CANCEL_CHANNEL,
     TERMINAL_STATES,
     WORKERS,
@@ -59,7 +60,7 @@ class AsyncStore:
                 pipe.hset(job_key(job_id), mapping=fields)
                 pipe.xadd(events_key(job_id), event("state", {"state": JobState.QUEUED.value}))
             if batch_id:
-                pipe.hset(batch_key(batch_id), mapping={"created_at": now_iso(),
+                pipe.hset(batch_key(batch_id), mapping={"created_at": now_iso(), "remaining": len(jobs),
                                                          "jobs": json.dumps([j for j, _ in jobs])})  # fmt: skip
             await pipe.execute()
 
@@ -100,11 +101,16 @@ class AsyncStore:
         """Every event after `after`, waiting for new ones, until the result event (then it stops)."""
         last = after
         while True:
-            reply = await self.redis.xread({events_key(job_id): last}, block=block_ms, count=200)
+            state = await self.redis.hget(job_key(job_id), "state")
+            if state is None:
+                return  # unknown or expired
+            finished = JobState(state) in TERMINAL_STATES
+            # A finished job's events are all there: read what is left without waiting, then stop.
+            reply = await self.redis.xread({events_key(job_id): last}, block=None if finished else block_ms,
+                                           count=200)  # fmt: skip
             if not reply:
-                state = await self.redis.hget(job_key(job_id), "state")
-                if state is None or JobState(state) in TERMINAL_STATES:
-                    return  # gone, or finished and everything after `after` was already sent
+                if finished:
+                    return
                 yield "", "keepalive", None
                 continue
             for entry_id, raw in reply[0][1]:
@@ -113,6 +119,15 @@ class AsyncStore:
                 yield entry_id, fields["type"], json.loads(fields["data"])
                 if fields["type"] == "result":
                     return
+
+    async def results(self, job_ids: list[str]) -> list[JobResult]:
+        """Many jobs in one round trip (a pipeline), in order; unknown or expired ones are left out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(job_key(job_id))
+            replies = await pipe.execute()
+        hashes = [as_fields(raw) for raw in replies]
+        return [result_from_hash(fields) for fields in hashes if "spec" in fields]
 
     async def wait(self, job_id: str, timeout_s: float) -> JobResult | None:
         """Block until the job finishes; None on timeout."""
@@ -148,6 +163,9 @@ class AsyncStore:
                 for key in retention_keys(fields):
                     pipe.expire(key, self.settings.result_retention_s)
                 await pipe.execute()
+            if fields.get("batch"):
+                await self.redis.eval(BATCH_MEMBER_FINISHED_LUA, 1, batch_key(fields["batch"]),
+                                      self.settings.result_retention_s)  # fmt: skip
         await self.redis.publish(CANCEL_CHANNEL, job_id)
         return JobState.CANCELLED
 

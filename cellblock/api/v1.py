@@ -214,7 +214,7 @@ async def get_batch(batch_id: str, request: Request) -> BatchStatus:
     ids = await rt.store.batch_jobs(batch_id)
     if ids is None:
         raise ApiError(404, "not_found", f"no batch {batch_id}", "id")
-    results = [r for r in await asyncio.gather(*(rt.store.result(i) for i in ids)) if r is not None]
+    results = await rt.store.results(ids)
     states = Counter(r.state.value for r in results)
     verdicts = Counter(r.verdict.value for r in results if r.verdict is not None)
     done = all(r.state in TERMINAL_STATES for r in results)
