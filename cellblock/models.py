@@ -90,6 +90,7 @@ class TestCase(_Strict):
 class BuiltinChecker(_Strict):
     kind: Literal["judge0", "exact", "token", "float"] = Field(
         "judge0",
+        examples=["token"],
         description="judge0: trailing whitespace per line and at the end ignored; exact: byte-for-byte; "
         "token: whitespace-separated tokens equal; float: tokens equal or numbers within tolerance.",
     )
@@ -98,12 +99,15 @@ class BuiltinChecker(_Strict):
 
 
 class CustomChecker(_Strict):
-    kind: Literal["custom"] = "custom"
+    kind: Literal["custom"] = Field("custom", description="A checker program of yours.", examples=["custom"])
     language: str = Field(description="Language of the checker program.", examples=["python3"])
     source: str = Field(
+        examples=[
+            "import sys\nsys.exit(0 if open(sys.argv[3]).read().split() == open(sys.argv[2]).read().split() else 1)"
+        ],
         description="Checker program. Run sandboxed as `checker input expected actual` with those three files "
         "in its /box; exit 0 = accepted, 1 = wrong answer, anything else = internal error. "
-        "Its stdout becomes the test's checker_message."
+        "Its stdout becomes the test's checker_message.",
     )
 
 
@@ -155,8 +159,18 @@ class JobSpec(_Strict):
     )
 
 
+STEP_EXAMPLE = {
+    "outcome": "ok", "exit_code": 0, "signal": None, "cpu_time_s": 0.011, "wall_time_s": 0.013, "memory_kib": 3100,
+    "stdout": "3\n", "stderr": "", "stdout_encoding": "utf8", "stderr_encoding": "utf8", "stdout_truncated": False,
+    "stderr_truncated": False, "message": None,
+}  # fmt: skip
+ENCODING = "utf8: the text as is; base64: the bytes were not UTF-8."
+
+
 class StepResult(BaseModel):
-    outcome: Outcome
+    """One sandboxed run: a compile, or one test."""
+
+    outcome: Outcome = Field(description="What happened, decided in a fixed order from our own data.", examples=["ok"])
     exit_code: int | None = Field(None, description="Exit status when the program exited by itself.", examples=[0])
     signal: str | None = Field(
         None, description="Signal name when it was killed by one, e.g. SIGSEGV.", examples=["SIGSEGV"]
@@ -164,40 +178,54 @@ class StepResult(BaseModel):
     cpu_time_s: float = Field(description="User + system CPU of every process, from the cgroup.", examples=[0.012])
     wall_time_s: float = Field(description="From release to exit, our monotonic clock.", examples=[0.015])
     memory_kib: int = Field(description="Peak memory of the cgroup, KiB.", examples=[3072])
-    stdout: str = ""
-    stderr: str = ""
-    stdout_encoding: Literal["utf8", "base64"] = "utf8"
-    stderr_encoding: Literal["utf8", "base64"] = "utf8"
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
+    stdout: str = Field("", description="Standard output, up to the output cap.", examples=["3\n"])
+    stderr: str = Field("", description="Standard error, up to the output cap.", examples=[""])
+    stdout_encoding: Literal["utf8", "base64"] = Field("utf8", description=ENCODING, examples=["utf8"])
+    stderr_encoding: Literal["utf8", "base64"] = Field("utf8", description=ENCODING, examples=["utf8"])
+    stdout_truncated: bool = Field(False, description="stdout was longer than the cap and is cut.", examples=[False])
+    stderr_truncated: bool = Field(False, description="stderr was longer than the cap and is cut.", examples=[False])
     message: str | None = Field(None, description="Why the step ended, in words.", examples=["CPU time limit exceeded"])
 
 
 class TestResult(BaseModel):
-    id: str
-    verdict: Verdict
-    run: StepResult | None = Field(None, description="Null when the test was skipped.")
-    checker_message: str | None = None
+    id: str = Field(description="The test's id (yours, or its 1-based index).", examples=["1"])
+    verdict: Verdict = Field(description="This test's verdict.", examples=["accepted"])
+    run: StepResult | None = Field(None, description="The run; null when the test was skipped.",
+                                   examples=[STEP_EXAMPLE])  # fmt: skip
+    checker_message: str | None = Field(
+        None,
+        description="Where the output differs, or the custom checker's stdout.",
+        examples=["line 1: expected '4', got '3'"],
+    )
 
 
 class OutputFile(BaseModel):
-    name: str
-    content: str
-    encoding: Literal["utf8", "base64"]
-    size: int
-    truncated: bool = False
+    name: str = Field(description="Path relative to /box.", examples=["out/result.txt"])
+    content: str = Field(description="The file's content, in `encoding`.", examples=["42\n"])
+    encoding: Literal["utf8", "base64"] = Field(description=ENCODING, examples=["utf8"])
+    size: int = Field(description="The file's full size in bytes.", examples=[3])
+    truncated: bool = Field(False, description="Only part of the file fit under the cap.", examples=[False])
 
 
 class JobResult(BaseModel):
-    id: str
-    state: JobState
-    verdict: Verdict | None = None
-    language: str
-    compile: StepResult | None = None
-    tests: list[TestResult] = Field(default_factory=list)
-    files: list[OutputFile] = Field(default_factory=list)
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    worker: str | None = None
-    message: str | None = None
+    """What a job did: its state, verdict, compile step, each test, and output files."""
+
+    id: str = Field(description="The job's id.", examples=["4f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"])
+    state: JobState = Field(description="queued → running → done | failed (internal) | cancelled.", examples=["done"])
+    verdict: Verdict | None = Field(
+        None, description="The first non-accepted test's verdict, or accepted; null until done.", examples=["accepted"]
+    )
+    language: str = Field(description="The language's canonical name.", examples=["python3"])
+    compile: StepResult | None = Field(None, description="The compile step; null for interpreted languages.",
+                                       examples=[None])  # fmt: skip
+    tests: list[TestResult] = Field(default_factory=list, description="One per test, in order.",
+                                    examples=[[{"id": "1", "verdict": "accepted", "run": STEP_EXAMPLE,
+                                                "checker_message": None}]])  # fmt: skip
+    files: list[OutputFile] = Field(default_factory=list, description="Output files that matched `output_files`.",
+                                    examples=[[]])  # fmt: skip
+    created_at: datetime = Field(description="When the job was accepted (UTC).", examples=["2026-01-01T12:00:00Z"])
+    started_at: datetime | None = Field(None, description="When a worker started it.",
+                                        examples=["2026-01-01T12:00:00.004Z"])  # fmt: skip
+    finished_at: datetime | None = Field(None, description="When it finished.", examples=["2026-01-01T12:00:00.030Z"])
+    worker: str | None = Field(None, description="The worker that ran it.", examples=["cellblock-host1-1234"])
+    message: str | None = Field(None, description="Why it failed or stopped, when it did.", examples=[None])

@@ -101,16 +101,18 @@ def now_iso() -> str:
 
 
 class WorkerInfo(BaseModel):
-    name: str = Field(description="Celery node name, unique per worker process group.")
-    host: str
-    slots: int
-    busy: int = 0
-    languages: list[str]
-    language_versions: dict[str, str] = {}
-    queues: list[str]
-    version: str
-    started_at: str
-    last_seen: str
+    name: str = Field(description="Celery node name, unique per worker.", examples=["cellblock-host1-1234"])
+    host: str = Field(description="The worker's host name.", examples=["host1"])
+    slots: int = Field(description="Sandbox slots (jobs it runs at once).", examples=[8])
+    busy: int = Field(0, description="Slots running a job now.", examples=[3])
+    languages: list[str] = Field(description="Languages whose self-test passed here.", examples=[["c", "python3"]])
+    language_versions: dict[str, str] = Field({}, description="Toolchain versions.", examples=[{"python3": "3.11.2"}])
+    queues: list[str] = Field(description="The queues it consumes.", examples=[["lang.c", "lang.python3"]])
+    version: str = Field(description="Cellblock's version on that worker.", examples=["0.1.0"])
+    started_at: str = Field(
+        description="When the worker started (UTC, ISO 8601).", examples=["2026-01-01T12:00:00+00:00"]
+    )
+    last_seen: str = Field(description="Its last heartbeat (UTC, ISO 8601).", examples=["2026-01-01T12:05:00+00:00"])
 
 
 def new_job_fields(job_id: str, spec: JobSpec, batch_id: str | None = None) -> dict[str, str]:
