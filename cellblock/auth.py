@@ -96,9 +96,12 @@ class KeyRequest(BaseModel):
                                 examples=[["submit", "read"]])  # fmt: skip
     rate: str | None = Field(None, description="Request rate over every route, e.g. 20/s or 600/min; none if "
                              "absent.", examples=["20/s"])  # fmt: skip
-    max_running: int | None = Field(None, ge=1, description="Most jobs of this key queued or running at once.")
-    daily_jobs: int | None = Field(None, ge=1, description="Most jobs this key may submit per UTC day.")
-    expires_in_days: float | None = Field(None, gt=0, le=36500, description="Lifetime; none if absent.")
+    max_running: int | None = Field(None, ge=1, description="Most jobs of this key queued or running at once.",
+                                    examples=[50])  # fmt: skip
+    daily_jobs: int | None = Field(None, ge=1, description="Most jobs this key may submit per UTC day.",
+                                   examples=[100000])  # fmt: skip
+    expires_in_days: float | None = Field(None, gt=0, le=36500, description="Lifetime; none if absent.",
+                                          examples=[90])  # fmt: skip
 
     @field_validator("rate")
     @classmethod
@@ -115,15 +118,20 @@ class ApiKey(BaseModel):
     """A stored key: never the key itself nor its hash."""
 
     id: str = Field(description="The public part of the key (16 hex).", examples=["3f9c0e1d2b4a5968"])
-    name: str
-    scopes: list[Scope]
-    rate: str | None = None
-    max_running: int | None = None
-    daily_jobs: int | None = None
-    created_at: datetime
-    expires_at: datetime | None = None
-    revoked_at: datetime | None = None
-    last_used_at: datetime | None = None
+    name: str = Field(description="Who holds the key.", examples=["grader-prod"])
+    scopes: list[Scope] = Field(description="read, submit, admin (admin implies the others).",
+                                examples=[["submit", "read"]])  # fmt: skip
+    rate: str | None = Field(None, description="Request rate over every route; null: none.", examples=["20/s"])
+    max_running: int | None = Field(None, description="Most jobs queued or running at once; null: none.",
+                                    examples=[50])  # fmt: skip
+    daily_jobs: int | None = Field(None, description="Most jobs per UTC day; null: none.", examples=[100000])
+    created_at: datetime = Field(description="When the key was made.", examples=["2026-03-01T12:00:00Z"])
+    expires_at: datetime | None = Field(None, description="When it stops working; null: never.",
+                                        examples=["2026-06-01T12:00:00Z"])  # fmt: skip
+    revoked_at: datetime | None = Field(None, description="When it was revoked; null: it was not.",
+                                        examples=[None])  # fmt: skip
+    last_used_at: datetime | None = Field(None, description="Its last authenticated request.",
+                                          examples=["2026-03-02T08:30:00Z"])  # fmt: skip
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -139,13 +147,16 @@ class ApiKey(BaseModel):
 class KeyUsage(ApiKey):
     """A key as listed: its record, its status and what it uses now."""
 
-    status: Literal["active", "revoked", "expired"]
-    running: int = Field(description="Jobs of this key queued or running (tracked when max_running is set).")
-    jobs_today: int = Field(description="Jobs this key submitted today (UTC).")
+    status: Literal["active", "revoked", "expired"] = Field(description="Whether the key works now.",
+                                                            examples=["active"])  # fmt: skip
+    running: int = Field(description="Jobs of this key queued or running (tracked when max_running is set).",
+                         examples=[3])  # fmt: skip
+    jobs_today: int = Field(description="Jobs this key submitted today (UTC).", examples=[1200])
 
 
 class CreatedKey(ApiKey):
-    key: str = Field(description="The key. Shown this once: only its hash is stored.")
+    key: str = Field(description="The key. Shown this once: only its hash is stored.",
+                     examples=["cb_3f9c0e1d2b4a5968_Jd2kq9...43 characters"])  # fmt: skip
 
 
 def new_key() -> tuple[str, str]:

@@ -11,10 +11,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from cellblock.api.auth import ApiAuth, auth_of, require
-from cellblock.api.errors import ApiError
+from cellblock.api.errors import ERROR_RESPONSES, ApiError
 from cellblock.auth import ApiKey, CreatedKey, KeyRequest, KeyUsage
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 Admin = Annotated[ApiKey | None, Depends(require("admin"))]
 
 

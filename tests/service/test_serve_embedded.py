@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,13 @@ def until(tag: str, epoch: float) -> dict[str, Any]:
         "args": [tag, f"{epoch:.3f}"],
         "limits": {"wall_time_s": 40},
     }
+
+
+@dataclass
+class Shutdown:
+    stopped_after_s: float = 0.0
+    refused_after_s: float | None = None  # when the API stopped accepting
+    accepted: dict[str, str] = field(default_factory=dict)  # tag → job id accepted after the SIGTERM
 
 
 class Embedded:
@@ -77,13 +85,27 @@ class Embedded:
         wait_until(lambda: httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200, timeout=90,
                    interval=0.2, what="cellblock serve to be ready")  # fmt: skip
 
-    def terminate(self) -> float:
-        """SIGTERM, as systemd or `kill` sends it; the seconds until the command exits."""
+    def terminate(self) -> Shutdown:
+        """SIGTERM, as systemd or `kill` sends it, while a client keeps submitting until it is refused."""
         assert self.proc is not None
         started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(GRACE_S + 60)
-        return time.monotonic() - started
+        shutdown = Shutdown()
+        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+            while self.proc.poll() is None and time.monotonic() - started < GRACE_S + 60:
+                if shutdown.refused_after_s is None:
+                    tag = uuid.uuid4().hex
+                    try:
+                        response = client.post("/v1/jobs", json=until(tag, 0))
+                    except httpx.TransportError:
+                        shutdown.refused_after_s = time.monotonic() - started
+                    else:
+                        assert response.status_code == 202, response.text
+                        shutdown.accepted[tag] = response.json()["id"]
+                time.sleep(0.05)
+        self.proc.wait(10)
+        shutdown.stopped_after_s = time.monotonic() - started
+        return shutdown
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=60)
@@ -191,6 +213,9 @@ def embedded() -> Iterator[Embedded]:
 
 
 def test_serve_runs_jobs_stops_clean_and_resumes_after_restart(embedded: Embedded) -> None:
+    """Run → SIGTERM with two jobs running and three queued → nothing left → start again → every job done:
+    the short one finished within the grace period (1 delivery), the long one was killed and ran again (2),
+    the queued ones and those accepted while the API was stopping ran once."""
     embedded.start()
     with embedded.client() as api:
         hello = {"language": "c", "files": [{"name": "main.c", "content": '#include <stdio.h>\nint main(void)'
@@ -210,11 +235,16 @@ def test_serve_runs_jobs_stops_clean_and_resumes_after_restart(embedded: Embedde
         states = {tag: api.get(f"/v1/jobs/{job_id}").json()["state"] for tag, job_id in ids.items()}
         assert [states[t] for t in (short, long, *queued)] == ["running", "running", "queued", "queued", "queued"]
 
-    elapsed = embedded.terminate()
-    print(f"\ncellblock serve stopped {elapsed:.1f} s after SIGTERM (grace {GRACE_S} s)")
+    shutdown = embedded.terminate()
+    refused = "never" if shutdown.refused_after_s is None else f"{shutdown.refused_after_s:.2f} s"
+    print(f"\ncellblock serve: SIGTERM → API refusing after {refused}, "
+          f"{len(shutdown.accepted)} job(s) accepted meanwhile, stopped after {shutdown.stopped_after_s:.1f} s "
+          f"(grace {GRACE_S} s)")  # fmt: skip
     assert embedded.proc is not None and embedded.proc.returncode == 0
-    assert elapsed <= GRACE_S + 5, f"took {elapsed:.1f} s to stop"
+    assert shutdown.refused_after_s is not None and shutdown.refused_after_s <= 5, "kept accepting jobs"
+    assert shutdown.stopped_after_s <= GRACE_S + 5, f"took {shutdown.stopped_after_s:.1f} s to stop"
     assert_nothing_left(embedded, tree, slots)
+    ids |= shutdown.accepted
 
     embedded.start()
     with embedded.client() as api:
@@ -225,10 +255,10 @@ def test_serve_runs_jobs_stops_clean_and_resumes_after_restart(embedded: Embedde
             assert body["verdict"] == "accepted" and body["tests"][0]["run"]["stdout"] == tag + "\n", body
         store = store_attempts(embedded, ids)
         assert store[short] == 1, "the short job did not finish within the grace period: it ran again"
-        assert store[long] == 2 and all(store[tag] == 1 for tag in queued), store
+        assert store[long] == 2 and all(store[tag] == 1 for tag in [*queued, *shutdown.accepted]), store
         assert "requeued 1 job" in embedded.root.joinpath("serve-2.log").read_text()
         tree = descendants(embedded.proc.pid)  # type: ignore[union-attr]
-    assert embedded.terminate() <= GRACE_S + 5
+    assert embedded.terminate().stopped_after_s <= GRACE_S + 5
     assert_nothing_left(embedded, tree, slots)
 
 
