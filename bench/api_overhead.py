@@ -286,7 +286,7 @@ def local_throughput(kind: str, root: Path, workload: Workload, jobs: int, slots
         proc.start()
         pipes.append(parent)
         procs.append(proc)
-    spans = [pipe.recv() for pipe in pipes]
+    spans: list[tuple[float, float]] = [pipe.recv() for pipe in pipes]
     for proc in procs:
         proc.join()
         if proc.exitcode != 0:

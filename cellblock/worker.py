@@ -179,14 +179,13 @@ def _failed(fields: dict[str, str], message: str, worker: str) -> JobResult:
 
 def run_job(runtime: Runtime, job_id: str) -> None:
     r = runtime.redis
-    attempts = r.hincrby(job_key(job_id), "attempts", 1)
     fields = as_fields(r.hgetall(job_key(job_id)))
     if "spec" not in fields:
-        r.delete(job_key(job_id))  # expired or never stored: nothing to run
-        log.warning("job %s: not in the job store, skipped", job_id)
+        log.warning("job %s: not in the job store, skipped", job_id)  # expired, or never stored
         return
     if JobState(fields["state"]) in TERMINAL_STATES:
-        return  # a second delivery of a finished job, or cancelled while queued
+        return  # a second delivery of a finished job, or cancelled while queued: not an attempt
+    attempts = int(r.hincrby(job_key(job_id), "attempts", 1))  # deliveries that start the job
     spec = JobSpec.model_validate_json(fields["spec"])
     if attempts > runtime.settings.max_attempts:
         message = f"gave up after {attempts - 1} attempts: the worker running this job died each time"

@@ -32,7 +32,7 @@ BOX_ENV = {
 # Host paths every program sees, read-only. /etc is ours (see etcdir.py): one bind at ETC_MOUNT, and
 # symlinks from /etc/<name> into it — symlinks cost nothing, each bind mount ~0.15 ms per run.
 BASE_RO_BINDS = ("/usr",)
-ETC_MOUNT = "/run/cellblock-etc"
+ETC_MOUNT = "/etc/.cellblock"  # inside /etc, so no other top-level directory appears in the box
 ETC_NAMES = ("passwd", "group", "hosts", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives")
 MERGED_USR_SYMLINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64"))
 

@@ -195,6 +195,9 @@ class CgroupV1(CgroupDriver):
 
     def create(self, slot: str, run: str, memory_bytes: int, pids_max: int) -> RunCgroup:
         dirs = {c: self._dir(c, slot, run) for c in V1_CONTROLLERS}
+        stale = {c: p for c, p in dirs.items() if p.exists()}
+        if stale:  # a killed holder of this slot left it; we hold the slot now, so nothing in it is ours
+            V1Run(stale).remove()
         try:
             for path in dirs.values():
                 path.mkdir(parents=True)
@@ -306,6 +309,8 @@ class CgroupV2(CgroupDriver):
             for level in (self.root, ours, slot_dir):
                 level.mkdir(exist_ok=True)
                 self._enable_controllers(level)
+            if path.exists():  # left by a killed holder of this slot
+                V2Run(path).remove()
             path.mkdir()
             _write(path / "memory.max", str(memory_bytes))
             _write(path / "memory.swap.max", "0")

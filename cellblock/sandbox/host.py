@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,19 +96,34 @@ class Sandbox:
         )
 
     def _prepare_dirs(self) -> None:
+        """Take the slot over. If its last holder did not release it cleanly (killed worker), sweep first."""
+        dirty = self._host.settings.slot_lock_dir / f"slot{self.index}.dirty"
+        if dirty.exists():
+            self._sweep()
+        dirty.touch()
         for path, mode in ((self.root, 0o711), (self.io_dir, 0o700)):
             path.mkdir(parents=True, exist_ok=True)
             os.chmod(path, mode)
-        for leftover in self.root.iterdir():
-            if leftover.is_dir() and is_mount(leftover):
-                unmount(leftover)
+
+    def _sweep(self) -> None:
+        """Kill everything of this slot's uid (it runs nothing else), remove its cgroups, unmount its boxes.
+
+        A worker killed mid-launch can leave a bwrap child waiting forever for its dead parent, outside any
+        cgroup of ours; kill(-1) as the slot's uid reaches it wherever it is.
+        """
+        self._host.kill_slot_processes(self.uid)
         self._host.cgroups.sweep_slot(f"slot{self.index}")
+        if self.root.is_dir():
+            for leftover in self.root.iterdir():
+                if leftover.is_dir() and is_mount(leftover):
+                    unmount(leftover)
 
     def _remove_dirs(self) -> None:
         """Leave nothing behind: the io files and the slot dir (every /box is already unmounted)."""
         shutil.rmtree(self.io_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # a box that failed to unmount stays for the next sweep
             self.root.rmdir()
+            (self._host.settings.slot_lock_dir / f"slot{self.index}.dirty").unlink()
 
     @contextmanager
     def workspace(self, name: str = "box") -> Iterator[Path]:
@@ -171,6 +187,13 @@ class SandboxHost:
         finally:
             os.close(fd)
 
+    def kill_slot_processes(self, uid: int) -> None:
+        """SIGKILL every process of `uid`: the launcher drops to it and runs kill(-1) (never itself, never init)."""
+        kill = shutil.which("kill") or "/bin/kill"
+        subprocess.run([str(self.launcher), str(uid), str(uid), "2", "3", "1048576", "64", "8388608", "0", "--", kill,
+                        "-KILL", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=10,
+                       env={})  # fmt: skip
+
     def sweep_idle_slots(self) -> int:
         """Clean every slot no process holds (after killed workers). Returns how many were swept."""
         swept = 0
@@ -186,6 +209,7 @@ class SandboxHost:
                 continue
             try:
                 sandbox = Sandbox(self, index)
+                sandbox._sweep()
                 sandbox._prepare_dirs()
                 sandbox._remove_dirs()
                 swept += 1

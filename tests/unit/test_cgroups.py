@@ -126,11 +126,16 @@ def test_v2_second_run_in_a_slot_reuses_the_parents(v2root: Path) -> None:
     assert (slot / "run2" / "memory.max").read_text() == str(2 << 20)
 
 
-def test_v2_existing_run_dir_is_a_failure_not_a_reuse(v2root: Path) -> None:
+@pytest.mark.usefixtures("cgroupfs_rmdir", "fake_kill")
+def test_v2_a_stale_run_dir_is_removed_and_made_anew_not_reused(v2root: Path) -> None:
+    """A killed holder of the slot can leave run1 behind; the next holder replaces it with a fresh one."""
     driver = CgroupV2(v2root, "cellblock")
     driver.create("slot0", "run1", 1 << 20, 4)
-    with pytest.raises(SandboxFailure, match="run1"):
-        driver.create("slot0", "run1", 1 << 20, 4)
+    stale = v2root / "cellblock" / "slot0" / "run1"
+    (stale / "memory.events").write_text("oom_kill 7\n")  # the old run's counters
+    run = driver.create("slot0", "run1", 2 << 20, 4)
+    assert (stale / "memory.max").read_text() == str(2 << 20)
+    assert run.stats().oom_kills == 0  # fresh counters, not the stale ones
 
 
 @pytest.mark.usefixtures("cgroupfs_rmdir")

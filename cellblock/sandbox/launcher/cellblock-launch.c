@@ -8,13 +8,15 @@
  *
  * AS_B = 0 leaves RLIMIT_AS alone. Order matters: limits and the capability bounding set are changed while
  * still root; then supplementary groups, gid and uid are dropped (root → non-root clears the permitted and
- * effective capability sets); then no_new_privs, so nothing exec'd can gain privileges again.
+ * effective capability sets); then no_new_privs, so nothing exec'd can gain privileges again; then the
+ * parent-death signal, so the sandbox dies with the worker that launched it.
  * Exit status 125 means the launcher itself failed (its message is on stderr); 127 that exec failed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
+#include <signal.h>
 #include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +56,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: cellblock-launch UID GID CPU_SOFT CPU_HARD FSIZE NOFILE STACK AS -- PROGRAM...\n");
         return 125;
     }
+    pid_t parent = getppid();
     uid_t uid = (uid_t)number_max(argv[1], "uid", (uid_t)-2);
     gid_t gid = (gid_t)number_max(argv[2], "gid", (gid_t)-2);
     if (uid == 0 || gid == 0) {
@@ -83,6 +86,13 @@ int main(int argc, char **argv) {
         return 125;
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("PR_SET_NO_NEW_PRIVS");
+    /* If the worker dies (SIGKILL, OOM), bwrap must die with it: its own --die-with-parent only ties the
+     * sandboxed child to bwrap. Set after the uid change (which clears it); kept across exec. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");
+    if (getppid() != parent) {
+        fprintf(stderr, "cellblock-launch: the worker is gone\n");
+        return 125;
+    }
     execv(argv[10], &argv[10]);
     fprintf(stderr, "cellblock-launch: exec %s: %s\n", argv[10], strerror(errno));
     return 127;
