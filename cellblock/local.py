@@ -61,6 +61,11 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def terminate_main(self) -> None:
+        if self.alive() and self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+
     def signal(self, sig: int) -> None:
         if self.alive() and self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -183,7 +188,9 @@ class Supervisor:
             child = by_name.get(name)
             if child is None:
                 continue
-            child.signal(signal.SIGTERM)
+            # SIGTERM to the main process only: Celery's pool processes die on SIGTERM at once, while the
+            # main process waits (warm shutdown) for them to finish their jobs.
+            child.terminate_main()
             if not child.wait(grace):
                 self.say(f"{name} did not stop within {grace:.0f} s; killing it (its jobs will be requeued)")
                 child.signal(signal.SIGKILL)

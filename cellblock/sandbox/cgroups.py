@@ -103,6 +103,14 @@ class RunCgroup(ABC):
     def procs_file(self) -> Path: ...
 
     @abstractmethod
+    def procs_files(self) -> list[Path]:
+        """Every cgroup.procs a process must be written to, to be in this run (one per v1 controller)."""
+
+    @abstractmethod
+    def reset_memory_peak(self) -> None:
+        """Start the peak afresh (v1; on v2 the peak then includes bwrap's small setup, ~1 MiB)."""
+
+    @abstractmethod
     def kill_all(self) -> None: ...
 
     @abstractmethod
@@ -169,6 +177,12 @@ class V1Run(RunCgroup):
     def procs_file(self) -> Path:
         any_dir = self.dirs.get("pids") or next(iter(self.dirs.values()))
         return any_dir / "cgroup.procs"
+
+    def procs_files(self) -> list[Path]:
+        return [path / "cgroup.procs" for path in self.dirs.values()]
+
+    def reset_memory_peak(self) -> None:
+        _write(self.dirs["memory"] / "memory.max_usage_in_bytes", "0")
 
     def kill_all(self) -> None:
         self._kill_until_empty()
@@ -246,6 +260,12 @@ class V2Run(RunCgroup):
 
     def procs_file(self) -> Path:
         return self.path / "cgroup.procs"
+
+    def procs_files(self) -> list[Path]:
+        return [self.path / "cgroup.procs"]
+
+    def reset_memory_peak(self) -> None:
+        """v2's memory.peak can only be reset per open file (kernel 6.12+): left as is (bwrap's ~1 MiB)."""
 
     def kill_all(self) -> None:
         kill_file = self.path / "cgroup.kill"

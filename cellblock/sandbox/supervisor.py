@@ -1,4 +1,4 @@
-"""Run one program in a slot: launch, attach to cgroups, release, watch, decide, clean up.
+"""Run one program in a slot: launch into its cgroups, release, watch, decide, clean up.
 
 Theory of operation (one run)
 -----------------------------
@@ -8,10 +8,12 @@ capabilities, sets no_new_privs and execs bwrap; bwrap builds new
 user/pid/mount/net/ipc/uts/cgroup namespaces, forks the namespace's init, which forks the program. No
 `preexec_fn`: Python forks through its C fast path, so this is safe in threaded workers.
 
-Handshake. bwrap writes ``{"child-pid": N}`` (the namespace init, a host pid) to the *info* pipe, then the
-child blocks reading the *block* pipe before it execs. We write N into the run's cgroups, start our clock,
-and release it with one byte. So the program starts inside its cgroups, and bwrap's own setup is neither
-charged to the program's CPU/memory nor counted in its wall time.
+Handshake. The launcher joins the run's cgroups before anything else, so every process of the run, bwrap's
+included, is inside them from the start (if the worker dies mid-launch, nothing runs unlimited; bwrap takes
+EOF on its block pipe as "go"). bwrap writes ``{"child-pid": N}`` to the *info* pipe, builds the mounts,
+then blocks reading the *block* pipe before it execs. We wait until it sits in that read, take the cgroup's
+CPU as a baseline, restart the memory peak, start our clock and release it with one byte. So bwrap's setup
+is neither charged to the program's CPU/memory nor counted in its wall time.
 
 Fds. The child inherits exactly: stdin (a file we wrote), stdout and stderr (files we opened, outside the
 box, capped by RLIMIT_FSIZE), the write end of info, the read end of block, and the seccomp BPF. Nothing
@@ -51,6 +53,7 @@ from cellblock.sandbox.seccomp import SeccompProgram
 from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
 
 INFO_READ_TIMEOUT_S = 10.0
+LAUNCH_PROCESSES = 2  # bwrap's monitor and the namespace's init live in the run's cgroups too
 
 
 @dataclass
@@ -165,7 +168,7 @@ class Supervisor:
         self._runs += 1
         limits = spec.limits
         cgroup = self.cgroups.create(
-            self.identity.name, f"run{self._runs}", limits.memory_kib * 1024, limits.processes + 1
+            self.identity.name, f"run{self._runs}", limits.memory_kib * 1024, limits.processes + LAUNCH_PROCESSES
         )
         try:
             return self._run_in(cgroup, spec, observer)
@@ -209,7 +212,7 @@ class Supervisor:
                 stderr=stderr_fd,
                 pass_fds=(info_w, block_r, seccomp_fd),
                 process_group=0,
-                env={},
+                env={"CELLBLOCK_LAUNCH_CGROUPS": ":".join(str(p) for p in cgroup.procs_files())},
                 close_fds=True,
             )
         finally:
@@ -244,10 +247,13 @@ class Supervisor:
             err, _ = _read_capped(self.identity.io_dir / "stderr", 4096)
             raise SandboxFailure(f"bubblewrap failed to start: {err.decode(errors='replace').strip()}")
         _wait_until_blocked(child_pid, block_fd_in_child)
-        cgroup.attach(child_pid)
+        # Everything of the run is in its cgroups from the launcher on; bwrap's setup is not the program's:
+        # count CPU from here and start the memory peak afresh.
+        baseline_ns = cgroup.cpu_time_ns()
+        cgroup.reset_memory_peak()
         started = time.monotonic()
         os.write(block_w, b"1")
-        watch, ended = self._watch(proc, cgroup, spec, started, outputs, tail)
+        watch, ended = self._watch(proc, cgroup, spec, (started, baseline_ns), outputs, tail)
         exit_code = proc.wait()
         if tail is not None:
             tail.forward()
@@ -256,7 +262,7 @@ class Supervisor:
         cap = spec.limits.output_bytes
         stdout, out_trunc = _read_capped(self.identity.io_dir / "stdout", cap)
         stderr, err_trunc = _read_capped(self.identity.io_dir / "stderr", cap)
-        cpu_s = stats.cpu_time_ns / 1e9
+        cpu_s = max(0, stats.cpu_time_ns - baseline_ns) / 1e9
         # Some runtimes (Python) ignore SIGXFSZ and fail with EFBIG instead: look for a file at the limit.
         box = spec.box_dir or self.layout.box_dir
         file_limit_hit = exit_code != 0 and any_file_at_least(box, spec.limits.file_size_bytes, launched_ns)
@@ -290,13 +296,14 @@ class Supervisor:
         proc: subprocess.Popen[bytes],
         cgroup: RunCgroup,
         spec: RunSpec,
-        started: float,
+        clock: tuple[float, int],
         outputs: tuple[int, int],
         tail: _Tail | None,
     ) -> tuple[_Watch, float]:
         """Wait for exit, enforcing total CPU, wall time and output size. Returns when bwrap has exited."""
         limits = spec.limits
-        cpu_limit_ns = int(limits.cpu_time_s * 1e9)
+        started, baseline_ns = clock
+        cpu_limit_ns = int(limits.cpu_time_s * 1e9) + baseline_ns
         watch = _Watch()
         pidfd = os.pidfd_open(proc.pid)
         poller = select.poll()

@@ -6,7 +6,10 @@
  *
  *   cellblock-launch UID GID CPU_SOFT_S CPU_HARD_S FSIZE_B NOFILE STACK_B AS_B -- PROGRAM [ARGS…]
  *
- * AS_B = 0 leaves RLIMIT_AS alone. Order matters: limits and the capability bounding set are changed while
+ * AS_B = 0 leaves RLIMIT_AS alone. The environment variable CELLBLOCK_LAUNCH_CGROUPS, a ':'-separated list of
+ * cgroup.procs files, is joined first (writing "0" moves the writer), so every process of the run, bwrap's
+ * own included, is inside the run's cgroups from the start: if the worker dies mid-launch, nothing of the
+ * run ever exists outside its limits. The variable is removed before exec. Order matters: limits and the capability bounding set are changed while
  * still root; then supplementary groups, gid and uid are dropped (root → non-root clears the permitted and
  * effective capability sets); then no_new_privs, so nothing exec'd can gain privileges again; then the
  * parent-death signal, so the sandbox dies with the worker that launched it.
@@ -14,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <signal.h>
@@ -46,6 +50,23 @@ static unsigned long long number(const char *text, const char *name) {
     return number_max(text, name, ULLONG_MAX);
 }
 
+static void join_cgroups(void) {
+    const char *list = getenv("CELLBLOCK_LAUNCH_CGROUPS");
+    if (list == NULL || *list == '\0') return;
+    char buffer[4096];
+    if (strlen(list) >= sizeof buffer) {
+        fprintf(stderr, "cellblock-launch: CELLBLOCK_LAUNCH_CGROUPS too long\n");
+        exit(125);
+    }
+    strcpy(buffer, list);
+    for (char *save = NULL, *path = strtok_r(buffer, ":", &save); path; path = strtok_r(NULL, ":", &save)) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1) die(path);
+        close(fd);
+    }
+    unsetenv("CELLBLOCK_LAUNCH_CGROUPS");
+}
+
 static void limit(int resource, rlim_t soft, rlim_t hard, const char *name) {
     struct rlimit rl = {soft, hard};
     if (setrlimit(resource, &rl) != 0) die(name);
@@ -63,6 +84,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cellblock-launch: refusing to run as root\n");
         return 125;
     }
+    join_cgroups();
     limit(RLIMIT_CPU, number(argv[3], "cpu soft"), number(argv[4], "cpu hard"), "RLIMIT_CPU");
     rlim_t fsize = number(argv[5], "fsize");
     limit(RLIMIT_FSIZE, fsize, fsize, "RLIMIT_FSIZE");
