@@ -67,6 +67,9 @@ def decide(obs: Observation) -> Decision:  # noqa: PLR0911 - one return per rung
         return Decision(
             "output_limit", None, "SIGXFSZ" if code == SIGXFSZ_EXIT else None, "output or file size limit exceeded"
         )
+    if code < 0:  # bwrap itself was killed by a signal (Popen reports -N)
+        name = signal_name(-code)
+        return Decision("signaled", None, name, f"killed by {name}")
     if SIGNAL_EXIT_MIN <= code <= SIGNAL_EXIT_MAX:
         name = signal_name(code - 128)
         return Decision("signaled", None, name, f"killed by {name}")

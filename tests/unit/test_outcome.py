@@ -146,3 +146,12 @@ def test_exit_codes_that_cannot_be_a_signal_are_runtime_errors(code: int) -> Non
 def test_signal_name_for_unknown_numbers() -> None:
     assert signal_name(signal.SIGTERM) == "SIGTERM"
     assert signal_name(99) == "SIG99"
+
+
+def test_bwrap_itself_killed_by_a_signal_is_signaled() -> None:
+    from cellblock.sandbox.outcome import Observation, decide
+
+    obs = Observation(exit_code=-9, wall_timer_fired=False, cpu_time_s=0.0, cpu_limit_s=1.0, oom_kills=0,
+                      output_over_cap=False, killed_for_output=False)  # fmt: skip
+    decision = decide(obs)
+    assert (decision.outcome, decision.signal, decision.exit_code) == ("signaled", "SIGKILL", None)
