@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,6 +41,18 @@ def wait_until(check, timeout: float = 30.0, interval: float = 0.05, what: str =
                 return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def assert_error(response: httpx.Response, status: int | tuple[int, ...], field: str | None) -> dict[str, Any]:
+    """The shared error shape, naming `field`, with one of the expected statuses and no traceback."""
+    assert response.status_code in (status if isinstance(status, tuple) else (status,)), response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
+    assert body["error"]["code"] and body["error"]["message"], body
+    assert body["error"]["field"] == field, body
+    assert "Traceback" not in response.text
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 @dataclass

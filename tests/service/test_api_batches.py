@@ -10,24 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import Service, make_service
+from tests.service.conftest import Service, assert_error, make_service
 
 pytestmark = pytest.mark.sandbox
 
 
 def job(source: str, language: str = "python3", name: str = "main.py", **fields: Any) -> dict[str, Any]:
     return {"language": language, "files": [{"name": name, "content": source}], **fields}
-
-
-def assert_error(response: httpx.Response, status: int | tuple[int, ...], field: str | None) -> dict[str, Any]:
-    assert response.status_code in (status if isinstance(status, tuple) else (status,)), response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
-    assert body["error"]["code"] and body["error"]["message"], body
-    assert body["error"]["field"] == field, body
-    assert "Traceback" not in response.text
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 def stored_jobs(svc: Service) -> int:

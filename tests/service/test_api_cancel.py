@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import Service
+from tests.service.conftest import Service, assert_error
 
 pytestmark = pytest.mark.sandbox
 
@@ -43,17 +43,6 @@ def wait_for_state(api: httpx.Client, job_id: str, states: set[str], timeout: fl
             return body
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} did not reach {states} in {timeout} s")
-
-
-def assert_error(response: httpx.Response, status: int, field: str | None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
-    assert body["error"]["code"] and body["error"]["message"], body
-    assert body["error"]["field"] == field, body
-    assert "Traceback" not in response.text
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 def processes_with(marker: str) -> list[tuple[int, int, int]]:

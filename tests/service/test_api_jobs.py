@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.service.conftest import assert_error
+
 pytestmark = pytest.mark.sandbox
 
 DOUBLE = "print(input() * 2)\n"
@@ -30,17 +32,6 @@ def poll_until_finished(api: httpx.Client, job_id: str, timeout: float = 60) -> 
             return body
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
-
-
-def assert_error(response: httpx.Response, status: int, field: str | None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
-    assert body["error"]["code"] and body["error"]["message"], body
-    assert body["error"]["field"] == field, body
-    assert "Traceback" not in response.text
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 def test_submit_answers_202_with_an_id_then_the_result_is_there_to_get(api: httpx.Client) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import Service, make_service
+from tests.service.conftest import Service, assert_error, make_service
 
 pytestmark = pytest.mark.sandbox
 
@@ -54,17 +54,6 @@ def kept() -> Iterator[Service]:
 
 def job(source: str = "print(1)", **fields: Any) -> dict[str, Any]:
     return {"language": "python3", "files": [{"name": "main.py", "content": source}], **fields}
-
-
-def assert_error(response: httpx.Response, status: int, field: str | None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
-    assert body["error"]["code"] and body["error"]["message"], body
-    assert body["error"]["field"] == field, body
-    assert "Traceback" not in response.text
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 def stored_jobs(svc: Service) -> int:
