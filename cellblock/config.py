@@ -8,10 +8,10 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class LimitBounds(BaseModel):
@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         description="Redis broker: a job whose worker stopped renewing its lease this long ago is "
         "delivered again. Running jobs renew it every third of this, so it need not exceed the longest job.",
     )
+    cluster_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Fernet keys sealing job traffic (comma-separated in CELLBLOCK_CLUSTER_KEYS): the first seals, "
+        "all open (rotation). None: a key generated once into data_dir/cluster.key (one host only).",
+    )
     heartbeat_interval_s: float = Field(2.0, gt=0, description="How often a worker says it is alive.")
     worker_ttl_s: float = Field(10.0, gt=0, description="A worker unseen this long is considered gone.")
     webhook_attempts: int = Field(6, ge=1, description="POSTs of a result to callback_url before giving up.")
@@ -96,6 +101,14 @@ class Settings(BaseSettings):
     max_run: LimitBounds = MAX_RUN
     default_compile: LimitBounds = DEFAULT_COMPILE
     max_compile: LimitBounds = MAX_COMPILE
+
+    @field_validator("cluster_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """``CELLBLOCK_CLUSTER_KEYS=new,old``: a comma-separated list (blank entries ignored)."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("default_run", "max_run", "default_compile", "max_compile", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """The one dispatch seam: a Celery app over Redis (or RabbitMQ), per-language queues, measured settings.
 
-Only a job id travels through the broker; the job itself is in the job store (`state.py`). The API calls
+Only a job id travels through the broker, sealed with the cluster key (`sealing.py`: a worker runs nothing
+it cannot open); the job itself is in the job store (`state.py`). The API calls
 `Dispatcher.submit`; workers consume the queues of the languages whose self-tests passed on their host.
 Settings follow reference/queue-notes.md: late acks + requeue on a lost worker (so a SIGKILLed job runs
 again), no prefetch (a slot never reserves a job it cannot start), JSON only, a visibility timeout above the
@@ -20,6 +21,7 @@ from celery import Celery
 from kombu import Queue
 
 from cellblock.config import Settings
+from cellblock.sealing import Sealer
 
 EXECUTE_TASK = "cellblock.execute"
 
@@ -70,7 +72,9 @@ class Dispatcher:
 
     def __init__(self, settings: Settings) -> None:
         self.app = make_celery(settings)
+        self.sealer = Sealer.from_settings(settings)
 
     def submit(self, job_id: str, language: str) -> None:
         queue = language_queue(language)
-        self.app.send_task(EXECUTE_TASK, args=[job_id], task_id=job_id, queue=queue, routing_key=queue)
+        token = self.sealer.seal(job_id.encode())
+        self.app.send_task(EXECUTE_TASK, args=[token], task_id=job_id, queue=queue, routing_key=queue)

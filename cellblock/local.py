@@ -8,7 +8,9 @@ Theory of operation. One supervisor process (this one) starts, each in its own s
 3. ``cellblock webhooks`` (an asyncio sender that posts results to callback URLs);
 4. ``cellblock serve --redis unix://…`` — the API alone, as any replica in a cluster runs it.
 
-So one machine runs the cluster code path. A child that dies is restarted (a few times a minute at most).
+Before the children start it generates the cluster key that seals job traffic (``data_dir/cluster.key``,
+mode 0600, see `sealing.py`) unless ``CELLBLOCK_CLUSTER_KEYS`` is set. So one machine runs the cluster code
+path. A child that dies is restarted (a few times a minute at most).
 On SIGINT/SIGTERM: the API stops first (no new jobs), workers get `shutdown_grace_s` to finish running jobs
 (Celery warm shutdown), then are killed; a killed job is requeued by late acks. Redis is shut down last
 (AOF flushed), the socket removed and every slot's cgroups swept. Started again, it first puts back any job
@@ -35,6 +37,7 @@ import redis
 
 from cellblock.config import Settings
 from cellblock.errors import SandboxUnavailable
+from cellblock.sealing import load_or_create_local_key, local_key_path
 
 log = logging.getLogger(__name__)
 RESTARTS_PER_MINUTE = 5
@@ -146,6 +149,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         redis_child = start_redis(self.settings)
         self.children.append(redis_child)
+        if not self.settings.cluster_keys:  # one host: generate the cluster key (0600) before any child reads it
+            load_or_create_local_key(local_key_path(self.settings))
         restored = requeue_in_flight(self.settings)
         if restored:
             self.say(f"requeued {restored} job(s) that were running when Cellblock last stopped")

@@ -32,6 +32,7 @@ from cellblock.errors import CellblockError
 from cellblock.languages.registry import Language, Registry
 from cellblock.models import JobResult, JobSpec, JobState, StepResult, Verdict
 from cellblock.sandbox.host import SandboxHost
+from cellblock.sealing import Sealer, SealError
 from cellblock.state import (
     CANCEL_CHANNEL,
     EVENT_STREAM_MAXLEN,
@@ -227,9 +228,18 @@ def _runtime(settings: Settings, name: str) -> Runtime:
 
 def build_app(settings: Settings, languages: list[str], name: str) -> Any:
     app = make_celery(settings, languages)
+    sealer = Sealer.from_settings(settings)  # read once, before the fork: every pool process shares the keys
 
     @app.task(name=EXECUTE_TASK, max_retries=0, bind=True)
-    def execute(self: Any, job_id: str) -> None:
+    def execute(self: Any, token: Any = None, *extra: Any, **kwargs: Any) -> None:
+        try:
+            if extra or kwargs:
+                raise SealError("unexpected arguments")
+            job_id = sealer.open(token).decode()
+        except (SealError, UnicodeDecodeError) as exc:
+            # Acked (the task returns) and dropped, never run: whoever forged it learns nothing by a retry.
+            log.error("rejected message %s: %s", self.request.id, getattr(exc, "message", exc))
+            return
         runtime = _runtime(settings, name)
         runtime.lease.tag = (self.request.properties or {}).get("delivery_tag")  # kombu Redis: the unacked key
         try:
