@@ -166,19 +166,26 @@ def make_service(**env_overrides: str) -> Service:
     return Service(root=root, redis=server, env=env)
 
 
+@contextlib.contextmanager
+def made_service(**env_overrides: str) -> Iterator[Service]:
+    """`make_service`, stopped and removed afterwards whatever happens."""
+    svc = make_service(**env_overrides)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        shutil.rmtree(svc.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def service() -> Iterator[Service]:
     """Redis + one 2-slot worker + webhooks + the API, shared by the tests of one module."""
-    svc = make_service()
-    try:
+    with made_service() as svc:
         svc.start_worker()
         svc.start_webhooks()
         svc.start_api()
         svc.wait_ready()
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(svc.root, ignore_errors=True)
 
 
 @pytest.fixture

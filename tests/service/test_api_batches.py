@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import Service, assert_error, make_service
+from tests.service.conftest import Service, assert_error, made_service
 
 pytestmark = pytest.mark.sandbox
 
@@ -45,25 +44,17 @@ def wait_for_batch(api: httpx.Client, batch_id: str, timeout: float = 120) -> di
 @pytest.fixture(scope="module")
 def idle() -> Iterator[Service]:
     """Redis + API, no worker: accepted jobs stay queued (default max_batch_jobs = 1000)."""
-    svc = make_service()
-    try:
+    with made_service() as svc:
         svc.start_api()
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(svc.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def small() -> Iterator[Service]:
     """Redis + API, no worker, CELLBLOCK_MAX_BATCH_JOBS=5."""
-    svc = make_service(CELLBLOCK_MAX_BATCH_JOBS="5")
-    try:
+    with made_service(CELLBLOCK_MAX_BATCH_JOBS="5") as svc:
         svc.start_api()
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(svc.root, ignore_errors=True)
 
 
 def test_a_batch_of_50_jobs_runs_every_job_in_order(api: httpx.Client) -> None:

@@ -7,7 +7,6 @@ and the shortest retention (60 s): we check the expiry set on the keys rather th
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import Service, assert_error, make_service
+from tests.service.conftest import Service, assert_error, made_service
 
 pytestmark = pytest.mark.sandbox
 
@@ -25,31 +24,23 @@ BACKLOG, BODY_KIB, RETENTION_S = 3, 8, 60
 
 @pytest.fixture(scope="module")
 def crowded() -> Iterator[Service]:
-    svc = make_service(
+    with made_service(
         CELLBLOCK_MAX_BACKLOG=str(BACKLOG),
         CELLBLOCK_MAX_BODY_KIB=str(BODY_KIB),
         CELLBLOCK_MAX_RUN__CPU_TIME_S="5",
         CELLBLOCK_MAX_TESTS="4",
-    )
-    try:
+    ) as svc:
         svc.start_api()
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(svc.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def kept() -> Iterator[Service]:
-    svc = make_service(CELLBLOCK_RESULT_RETENTION_S=str(RETENTION_S))
-    try:
+    with made_service(CELLBLOCK_RESULT_RETENTION_S=str(RETENTION_S)) as svc:
         svc.start_worker()
         svc.start_api()
         svc.wait_ready()
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(svc.root, ignore_errors=True)
 
 
 def job(source: str = "print(1)", **fields: Any) -> dict[str, Any]:

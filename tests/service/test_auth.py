@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import CELLBLOCK, Service, free_port, make_service, wait_until
+from tests.service.conftest import CELLBLOCK, Service, free_port, made_service, wait_until
 
 pytestmark = pytest.mark.sandbox
 
@@ -84,8 +84,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    svc = make_service(CELLBLOCK_AUTH="required")
-    try:
+    with made_service(CELLBLOCK_AUTH="required") as svc:
         keys = {scopes: create_key(svc.env, "--name", f"test {scopes}", "--scopes", scopes)
                 for scopes in ("read", "submit", "admin", "read,submit")}  # fmt: skip
         svc.start_api()
@@ -101,9 +100,6 @@ def cluster() -> Iterator[Cluster]:
             assert batch.status_code == 202, batch.text
             found.batch = batch.json()["id"]
         yield found
-    finally:
-        svc.stop()
-        shutil.rmtree(svc.root, ignore_errors=True)
 
 
 # --- every route × {no key, bad key, wrong scope, good key} ----------------------------------------------------
@@ -394,12 +390,8 @@ def test_keys_revoke_unknown(cluster: Cluster) -> None:
 @pytest.fixture
 def bare() -> Iterator[Service]:
     """Redis only: each test starts its own `cellblock serve`."""
-    svc = make_service()
-    try:
+    with made_service() as svc:
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(svc.root, ignore_errors=True)
 
 
 def serve(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,7 @@ from cryptography.fernet import Fernet
 
 from cellblock.dispatch import language_queue
 from cellblock.state import job_key
-from tests.service.conftest import Service, make_service, wait_until
+from tests.service.conftest import Service, made_service, wait_until
 
 pytestmark = pytest.mark.sandbox
 
@@ -47,13 +46,9 @@ def forge(template: dict[str, Any], argument: Any) -> str:
 
 @pytest.fixture(scope="module")
 def sealed_service() -> Iterator[Service]:
-    svc = make_service(CELLBLOCK_CLUSTER_KEYS=f"{KEY_NEW.decode()}, {KEY_OLD.decode()}")
-    try:
+    with made_service(CELLBLOCK_CLUSTER_KEYS=f"{KEY_NEW.decode()}, {KEY_OLD.decode()}") as svc:
         svc.start_api()
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(svc.root, ignore_errors=True)
 
 
 def test_forged_messages_rejected_rotated_key_runs(sealed_service: Service) -> None:
