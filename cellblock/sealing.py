@@ -1,7 +1,11 @@
-"""Sealed job traffic: what travels through the broker is a Fernet token, never a bare job id.
+"""Sealed job traffic: what travels through the broker, and what the job store holds of a job's program and
+its output, is a Fernet token — never a bare job id, a spec or a result in clear.
 
 A worker runs only what it can open with a current cluster key, so whoever can write to the broker (a
-forged Celery message pushed straight into Redis or RabbitMQ) still cannot make a worker run anything.
+forged Celery message pushed straight into Redis or RabbitMQ) or to the job store (a spec swapped in a
+queued job's hash) still cannot make a worker run anything, and whoever can read them learns nothing of
+the programs, their input or their output. Tokens in the store are bound to their job and purpose
+(`seal_for`): a spec sealed for one job does not open as another job's spec, nor as a result.
 Fernet is AES-128-CBC + HMAC-SHA256 with a timestamp; `MultiFernet` gives rotation: the first key seals,
 every key opens. To rotate: put the new key first and keep the old one after it until the queues have
 drained of messages sealed with it, then drop it.
@@ -72,7 +76,8 @@ class Sealer:
         if not keys:
             raise SealError("no cluster key")
         try:
-            self._fernet = MultiFernet([Fernet(key) for key in keys])
+            self._fernets = [Fernet(key) for key in keys]
+            self._fernet = MultiFernet(self._fernets)
         except ValueError as exc:
             raise SealError(f"a cluster key is not a valid Fernet key (32 url-safe base64 bytes): {exc}") from exc
 
@@ -90,3 +95,27 @@ class Sealer:
             return self._fernet.decrypt(token.encode("ascii"))
         except (InvalidToken, UnicodeEncodeError, AttributeError, TypeError) as exc:
             raise SealError("not sealed with a current cluster key (forged, corrupted, or a retired key)") from exc
+
+    def seal_for(self, job_id: str, purpose: str, data: bytes) -> str:
+        """Seal `data` as `purpose` ("spec", "result", "stdout", …) of job `job_id` only."""
+        return self.seal(_binding(job_id, purpose) + data)
+
+    def open_for(self, job_id: str, purpose: str, token: str) -> bytes:
+        """Open a `seal_for` token; SealError if forged or sealed for another job or purpose (a replayed token)."""
+        binding = _binding(job_id, purpose)
+        plain = self.open(token)
+        if not plain.startswith(binding):
+            raise SealError(f"sealed for another job or purpose than the {purpose} of job {job_id}")
+        return plain[len(binding) :]
+
+    def sealed_with_first_key(self, token: str) -> bool:
+        """Whether the first (sealing) key opens `token`, i.e. it needs no rotation."""
+        try:
+            self._fernets[0].decrypt(token.encode("ascii"))
+        except (InvalidToken, UnicodeEncodeError):
+            return False
+        return True
+
+
+def _binding(job_id: str, purpose: str) -> bytes:
+    return f"{purpose}:{job_id}\n".encode()

@@ -3,11 +3,15 @@ spec, state, live events and result live here, where the API reads them.
 
 Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
 
-    cb:job:{id}               hash   spec, language, state, created_at, started_at, finished_at, worker,
-                                     attempts, batch, idempotency_key, result (JSON JobResult once finished)
-    cb:job:{id}:events        stream type ∈ state | step | stdout | stderr | result; data = JSON
+    cb:job:{id}               hash   spec (sealed JobSpec), language, state, created_at, started_at,
+                                     finished_at, worker, attempts, batch, idempotency_key,
+                                     result (sealed JobResult, once finished)
+    cb:job:{id}:events        stream type ∈ state | step | stdout | stderr | result; data = JSON, sealed for
+                                     stdout, stderr and result (SEALED_EVENTS)
     cb:idem:{key}             string the job id an idempotency key maps to
     cb:batch:{id}             hash   created_at, remaining (jobs not finished), jobs (JSON list of job ids)
+    cb:cluster:keycheck       string a token sealed with the cluster key; a host whose keys cannot open it
+                                     refuses to start (`check_cluster_key`)
     cb:workers                set    names of workers that have announced themselves
     cb:worker:{name}          string JSON WorkerInfo, expiring after worker_ttl_s without a heartbeat
     cb:worker:{name}:running  set    job ids that worker is running now
@@ -22,6 +26,11 @@ Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
     cb:apikey:{key}:day:{d}   string jobs the key submitted on UTC day d (YYYYMMDD); expires after 2 days
     cb:apikey:{key}:rate      hash   token bucket of the key's request rate: tokens, ts (unix s)
 
+"Sealed" is a Fernet token of the cluster keys bound to the job and its purpose (`Sealer.seal_for`): a
+reader of the store learns nothing of a program, its input or its output, and a writer cannot make a worker
+run a spec or a client believe a result that no holder of the cluster key wrote. State, times and worker
+names stay in clear: the scheduler and operators need them, and they tell nothing of the program.
+
 A job submitted with an API key carries its id in the job hash field ``api_key_id``. ``{key}`` is a 16-hex
 key id (the public part of the key, never the secret).
 
@@ -33,12 +42,16 @@ models in `cellblock.models` and here; never pickle.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cellblock.models import JobResult, JobSpec, JobState
+from cellblock.models import JobResult, JobSpec, JobState, Verdict
+from cellblock.sealing import Sealer, SealError
+
+log = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "cb:cancel"
 # A batch member finished: count it; when none is left, the batch's retention clock starts. Atomic.
@@ -54,6 +67,8 @@ API_KEYS = "cb:apikeys"
 JOB_API_KEY_FIELD = "api_key_id"  # job hash field: the id of the API key that submitted the job
 EVENT_STREAM_MAXLEN = 10000
 TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+SEALED_EVENTS = frozenset({"stdout", "stderr", "result"})  # event types whose data is the program's or its result
+CLUSTER_KEY_CHECK = "cb:cluster:keycheck"  # string: a token every host of the cluster must open (`check_cluster_key`)
 
 
 def job_key(job_id: str) -> str:
@@ -115,11 +130,11 @@ class WorkerInfo(BaseModel):
     last_seen: str = Field(description="Its last heartbeat (UTC, ISO 8601).", examples=["2026-01-01T12:05:00+00:00"])
 
 
-def new_job_fields(job_id: str, spec: JobSpec, batch_id: str | None = None) -> dict[str, str]:
+def new_job_fields(job_id: str, spec: JobSpec, sealer: Sealer, batch_id: str | None = None) -> dict[str, str]:
     """The hash a job starts with, written before the client hears 'accepted'."""
     fields = {
         "id": job_id,
-        "spec": spec.model_dump_json(),
+        "spec": sealer.seal_for(job_id, "spec", spec.model_dump_json().encode()),
         "language": spec.language,
         "state": JobState.QUEUED.value,
         "created_at": now_iso(),
@@ -130,14 +145,36 @@ def new_job_fields(job_id: str, spec: JobSpec, batch_id: str | None = None) -> d
     return fields
 
 
+def open_spec(fields: dict[str, str], sealer: Sealer) -> JobSpec:
+    """The job's spec; SealError if no current cluster key sealed it for this job."""
+    return JobSpec.model_validate_json(sealer.open_for(fields["id"], "spec", fields["spec"]))
+
+
+def seal_result(result: JobResult, sealer: Sealer) -> str:
+    return sealer.seal_for(result.id, "result", result.model_dump_json().encode())
+
+
 def event(kind: str, data: Any) -> dict[Any, Any]:
-    """Stream entry fields (typed loosely: redis-py's xadd wants its own union types)."""
+    """Stream entry fields of a clear event (typed loosely: redis-py's xadd wants its own union types)."""
+    assert kind not in SEALED_EVENTS, kind
     return {"type": kind, "data": json.dumps(data, separators=(",", ":"))}
 
 
-def event_raw(kind: str, json_text: str) -> dict[Any, Any]:
-    """Like `event`, for data that is JSON text already (a serialized JobResult)."""
-    return {"type": kind, "data": json_text}
+def sealed_event(job_id: str, kind: str, json_text: str, sealer: Sealer) -> dict[Any, Any]:
+    """Stream entry fields of an event whose data (JSON text) is the program's output or its result."""
+    return {"type": kind, "data": sealer.seal_for(job_id, kind, json_text.encode())}
+
+
+def event_data(job_id: str, fields: dict[str, str], sealer: Sealer) -> Any:
+    """The data of a stream entry, opened when sealed. A forged sealed event reads as None (and is logged)."""
+    kind, raw = fields["type"], fields["data"]
+    if kind not in SEALED_EVENTS:
+        return json.loads(raw)
+    try:
+        return json.loads(sealer.open_for(job_id, kind, raw))
+    except SealError as exc:
+        log.error("job %s: a %s event failed verification: %s", job_id, kind, exc.message)
+        return None
 
 
 def retention_keys(fields: dict[str, str]) -> list[str]:
@@ -155,10 +192,24 @@ def as_fields(raw: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
-def result_from_hash(fields: dict[str, str]) -> JobResult:
-    """The JobResult of a job hash: the stored result once finished, else what is known so far."""
+def result_from_hash(fields: dict[str, str], sealer: Sealer) -> JobResult:
+    """The JobResult of a job hash: the stored result once finished, else what is known so far.
+
+    A stored result that no current cluster key sealed for this job (forged in the store, or sealed with a
+    retired key) is reported as a failed job saying so, never passed on as if a worker had written it."""
     if fields.get("result"):
-        return JobResult.model_validate_json(fields["result"])
+        try:
+            return JobResult.model_validate_json(sealer.open_for(fields["id"], "result", fields["result"]))
+        except SealError as exc:
+            log.error("job %s: its stored result failed verification: %s", fields["id"], exc.message)
+            unverified = _known_so_far(fields)
+            unverified.state, unverified.verdict = JobState.FAILED, Verdict.INTERNAL_ERROR
+            unverified.message = "the stored result failed verification: not sealed with a current cluster key"
+            return unverified
+    return _known_so_far(fields)
+
+
+def _known_so_far(fields: dict[str, str]) -> JobResult:
     return JobResult(
         id=fields["id"],
         state=JobState(fields.get("state", JobState.QUEUED.value)),
@@ -168,3 +219,31 @@ def result_from_hash(fields: dict[str, str]) -> JobResult:
         worker=fields.get("worker") or None,
         message=fields.get("message") or None,
     )
+
+
+KEY_CHECK_TEXT = b"cellblock cluster key check"
+
+
+def check_cluster_key(client: Any, sealer: Sealer) -> None:
+    """Refuse to start a host whose cluster keys differ from the cluster's, before it takes or seals any job.
+
+    The first host leaves a token sealed with its first key; every host opens it at start. A host that cannot
+    (a wrong or missing key) raises SealError naming the setting, instead of rejecting every job it is sent or
+    sealing jobs nobody else can open. A host whose first key is newer (rotation) re-seals the token with it,
+    so hosts still lacking the new key are refused from then on. `client`: a sync redis.Redis.
+    """
+    token = client.get(CLUSTER_KEY_CHECK)
+    if token is None:
+        client.set(CLUSTER_KEY_CHECK, sealer.seal(KEY_CHECK_TEXT), nx=True)
+        token = client.get(CLUSTER_KEY_CHECK)
+    token = token.decode() if isinstance(token, bytes) else str(token)
+    try:
+        sealer.open(token)
+    except SealError as exc:
+        raise SealError(
+            "this host's cluster keys cannot open what the cluster seals: CELLBLOCK_CLUSTER_KEYS must list the "
+            "cluster's current key (the same list on every host; see 'Sealed job traffic' in the README)",
+            field="cluster_keys",
+        ) from exc
+    if not sealer.sealed_with_first_key(token):
+        client.set(CLUSTER_KEY_CHECK, sealer.seal(KEY_CHECK_TEXT))

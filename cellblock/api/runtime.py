@@ -19,8 +19,8 @@ class ApiRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = Registry.load()
-        self.store = AsyncStore(settings)
         self.dispatcher = Dispatcher(settings)
+        self.store = AsyncStore(settings, self.dispatcher.sealer)
         self.publisher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="publish")  # kombu blocks
         self._languages: tuple[float, set[str]] = (0.0, set())
 

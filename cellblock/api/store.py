@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 
 from cellblock.config import Settings
 from cellblock.models import JobResult, JobSpec, JobState
+from cellblock.redis_url import redis_kwargs
+from cellblock.sealing import Sealer
 from cellblock.state import (
     BATCH_MEMBER_FINISHED_LUA,
     CANCEL_CHANNEL,
@@ -19,6 +21,7 @@ from cellblock.state import (
     as_fields,
     batch_key,
     event,
+    event_data,
     events_key,
     idempotency_key,
     job_key,
@@ -26,6 +29,8 @@ from cellblock.state import (
     now_iso,
     result_from_hash,
     retention_keys,
+    seal_result,
+    sealed_event,
     worker_key,
 )
 
@@ -33,13 +38,14 @@ Event = tuple[str, str, Any]  # (stream id, type, data)
 
 
 class AsyncStore:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sealer: Sealer) -> None:
         self.settings = settings
+        self.sealer = sealer
         # Any: redis-py 8's overloads type every reply as bytes | str | list | dict unions even with
         # decode_responses=True; the payloads are validated by pydantic models instead.
         # socket_timeout above the longest XREAD block (redis-py's default of 5 s would cut waits short).
-        self.redis: Any = aioredis.Redis.from_url(
-            settings.job_store_url(), decode_responses=True, max_connections=512, socket_timeout=60
+        self.redis: Any = aioredis.Redis(
+            **redis_kwargs(settings.job_store_url()), decode_responses=True, max_connections=512, socket_timeout=60
         )
 
     async def close(self) -> None:
@@ -54,7 +60,7 @@ class AsyncStore:
         """
         async with self.redis.pipeline(transaction=True) as pipe:
             for job_id, spec in jobs:
-                fields = new_job_fields(job_id, spec, batch_id)
+                fields = new_job_fields(job_id, spec, self.sealer, batch_id)
                 if idempotency:
                     fields["idempotency_key"] = idempotency
                 pipe.hset(job_key(job_id), mapping=fields)
@@ -95,7 +101,7 @@ class AsyncStore:
 
     async def result(self, job_id: str) -> JobResult | None:
         fields = await self.job_fields(job_id)
-        return result_from_hash(fields) if fields else None
+        return result_from_hash(fields, self.sealer) if fields else None
 
     async def events(self, job_id: str, after: str = "0-0", block_ms: int = 10000) -> AsyncIterator[Event]:
         """Every event after `after`, waiting for new ones, until the result event (then it stops)."""
@@ -116,7 +122,7 @@ class AsyncStore:
             for entry_id, raw in reply[0][1]:
                 last = entry_id
                 fields = as_fields(raw)
-                yield entry_id, fields["type"], json.loads(fields["data"])
+                yield entry_id, fields["type"], event_data(job_id, fields, self.sealer)
                 if fields["type"] == "result":
                     return
 
@@ -127,7 +133,7 @@ class AsyncStore:
                 pipe.hgetall(job_key(job_id))
             replies = await pipe.execute()
         hashes = [as_fields(raw) for raw in replies]
-        return [result_from_hash(fields) for fields in hashes if "spec" in fields]
+        return [result_from_hash(fields, self.sealer) for fields in hashes if "spec" in fields]
 
     async def wait(self, job_id: str, timeout_s: float) -> JobResult | None:
         """Block until the job finishes; None on timeout."""
@@ -135,7 +141,7 @@ class AsyncStore:
 
         async def until_result() -> JobResult | None:
             async for _, kind, data in self.events(job_id):
-                if kind == "result":
+                if kind == "result" and data is not None:
                     return JobResult.model_validate(data)
             return await self.result(job_id)
 
@@ -153,13 +159,13 @@ class AsyncStore:
         if state in TERMINAL_STATES:
             return state
         if state == JobState.QUEUED:
-            result = result_from_hash(fields)
+            result = result_from_hash(fields, self.sealer)
             result.state, result.message = JobState.CANCELLED, "cancelled before it started"
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(job_key(job_id), mapping={"state": JobState.CANCELLED.value, "finished_at": now_iso(),
-                                                    "result": result.model_dump_json()})  # fmt: skip
+                                                    "result": seal_result(result, self.sealer)})  # fmt: skip
                 pipe.xadd(events_key(job_id), event("state", {"state": JobState.CANCELLED.value}))
-                pipe.xadd(events_key(job_id), {"type": "result", "data": result.model_dump_json()})
+                pipe.xadd(events_key(job_id), sealed_event(job_id, "result", result.model_dump_json(), self.sealer))
                 for key in retention_keys(fields):
                     pipe.expire(key, self.settings.result_retention_s)
                 await pipe.execute()
