@@ -100,6 +100,14 @@ def _summary(result: JobResult) -> str:
     return "\n".join(lines)
 
 
+_ca_file_option = click.option(
+    "--ca-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="HTTPS --server: the CA bundle that signed its certificate (default: $CELLBLOCK_CA_FILE, else the "
+    "system's trust store).",
+)
+
+
 @main.command("exec")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--lang", "lang", help="Language name or alias (default: from the file extension).")
@@ -115,6 +123,7 @@ def _summary(result: JobResult) -> str:
 @click.option("--memory", type=int, help="Memory limit per test, MiB.")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly the JobResult JSON.")
 @click.option("--server", "server", metavar="URL", help="Run it through this Cellblock server instead of here.")
+@_ca_file_option
 def exec_command(
     file: Path,
     lang: str | None,
@@ -125,6 +134,7 @@ def exec_command(
     memory: int | None,
     as_json: bool,
     server: str | None,
+    ca_file: Path | None,
 ) -> None:
     """Run FILE once through the sandbox, here (or on --server URL). Exit 0 only when accepted."""
     limits = {"cpu_time_s": cpu_time, "wall_time_s": wall_time, "memory_mib": memory}
@@ -132,7 +142,7 @@ def exec_command(
         if server is None:
             result = _exec(file, lang, stdin_file, tests_file, limits)
         else:
-            result = _exec_remote(server, _job_spec(file, lang, stdin_file, tests_file, limits))
+            result = _exec_remote(server, _job_spec(file, lang, stdin_file, tests_file, limits), ca_file)
     except CellblockError as exc:
         _fail(exc)
         return
@@ -152,11 +162,11 @@ def _exec(
     return Engine(settings, Registry.load(), SandboxHost(settings)).run(spec)
 
 
-def _exec_remote(server: str, spec: JobSpec) -> JobResult:
+def _exec_remote(server: str, spec: JobSpec, ca_file: Path | None = None) -> JobResult:
     from cellblock.client import ApiError, Client
 
     try:
-        with Client(server) as client:
+        with Client(server, verify=ca_file) as client:
             return client.run(spec)
     except ApiError as exc:
         error = UserError if exc.is_user_error else InternalError
@@ -239,11 +249,18 @@ def _service_settings(**overrides: Any) -> Settings:
 @click.option("--slots", type=int, help="Sandbox slots (embedded mode; default: one per core).")
 @click.option("--insecure-no-auth", is_flag=True, help="Take requests without an API key even on an address "
               "other machines can reach (default: keys are required there).")  # fmt: skip
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), help="Serve HTTPS with this certificate "
+              "(PEM; CELLBLOCK_TLS_CERT_FILE).")  # fmt: skip
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="The certificate's unencrypted key "
+              "(PEM; CELLBLOCK_TLS_KEY_FILE).")  # fmt: skip
 def serve_command(redis_url: str | None, broker_url: str | None, host: str | None, port: int | None,
-                  slots: int | None, insecure_no_auth: bool) -> None:  # fmt: skip
+                  slots: int | None, insecure_no_auth: bool, tls_cert: Path | None,
+                  tls_key: Path | None) -> None:  # fmt: skip
     """Run Cellblock. Without --redis: a private Redis, workers and the API, nothing to configure."""
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url, api_host=host, api_port=port,
-                                 worker_slots=slots, auth="off" if insecure_no_auth else None)  # fmt: skip
+                                 worker_slots=slots, auth="off" if insecure_no_auth else None,
+                                 tls_cert_file=tls_cert, tls_key_file=tls_key)  # fmt: skip
+    _preflight(settings, api=True)
     if insecure_no_auth:
         os.environ["CELLBLOCK_AUTH"] = "off"  # the embedded launcher's API process inherits the choice
     _check_auth(settings)
@@ -259,7 +276,20 @@ def serve_command(redis_url: str | None, broker_url: str | None, host: str | Non
     from cellblock.api import create_app
 
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
-                timeout_graceful_shutdown=10)  # fmt: skip
+                timeout_graceful_shutdown=10, ssl_certfile=settings.tls_cert_file,
+                ssl_keyfile=settings.tls_key_file)  # fmt: skip
+
+
+def _preflight(settings: Settings, *, api: bool = False) -> None:
+    """Fail fast with one line: the job store's URL and reachability (`preflight.py`), the API's certificate."""
+    from cellblock import preflight
+
+    try:
+        if api:
+            preflight.check_api_tls(settings)
+        preflight.check_store(settings)
+    except CellblockError as exc:
+        _fail(exc)
 
 
 def _check_auth(settings: Settings) -> None:
@@ -295,8 +325,10 @@ def _job_store(settings: Settings) -> Iterator[Any]:
     `cellblock serve` is not running — that same private redis-server started just for this command."""
     import redis
 
+    from cellblock.redis_url import redis_kwargs
+
     url = settings.job_store_url()
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
+    client = redis.Redis(**redis_kwargs(url), decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
     child = None
     try:
         client.ping()
@@ -329,8 +361,10 @@ _redis_option = click.option("--redis", "redis_url", help="The job store (defaul
 def _keys(redis_url: str | None) -> Iterator[Any]:
     from cellblock.auth import Keys
 
+    settings = _service_settings(redis_url=redis_url)
+    _preflight(settings)
     try:
-        with _job_store(_service_settings(redis_url=redis_url)) as client:
+        with _job_store(settings) as client:
             yield Keys(client)
     except CellblockError as exc:
         _fail(exc)
@@ -418,6 +452,7 @@ def worker_command(redis_url: str | None, broker_url: str | None, slots: int | N
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url, worker_slots=slots)
     if settings.redis_url is None:
         _fail(UserError("a worker needs --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
+    _preflight(settings)
     try:
         sys.exit(start_worker(settings, click.echo, name=name))
     except CellblockError as exc:
@@ -434,6 +469,7 @@ def webhooks_command(redis_url: str | None, broker_url: str | None) -> None:
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url)
     if settings.redis_url is None:
         _fail(UserError("webhooks need --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
+    _preflight(settings)
     sys.exit(run_sender(settings))
 
 
@@ -452,6 +488,7 @@ def webhooks_command(redis_url: str | None, broker_url: str | None) -> None:
     show_default=True,
     help="Where received_output/, results.csv and results.parquet go.",
 )
+@_ca_file_option
 def run_command(
     paths: tuple[Path, ...],
     server: str | None,
@@ -460,10 +497,15 @@ def run_command(
     wall_time: float | None,
     memory: int | None,
     output_dir: Path,
+    ca_file: Path | None,
 ) -> None:
     """Run every program under PATH (language by extension; NAME.in is stdin, NAME.out the expected output)
     and write received_output/, results.csv and results.parquet. Exit 0 only when all were accepted."""
+    from cellblock.client import CA_FILE_ENV
     from cellblock.folder import Options, run_folder
+
+    if ca_file is not None:
+        os.environ[CA_FILE_ENV] = str(ca_file)  # the runner's Client reads it (as any SDK user's would)
 
     given = {"cpu_time_s": cpu_time, "wall_time_s": wall_time, "memory_mib": memory}
     limits = {k: v for k, v in given.items() if v is not None}

@@ -18,6 +18,8 @@ checks (the server is the authority, and a newer server may accept fields this c
   whose answer was lost on the way back is resent safely: the server names the job it already accepted.
 * `stream` reads the job's server-sent events; a dropped connection is resumed with ``Last-Event-ID``,
   so no event is lost or repeated. `wait` follows the same stream until the ``result`` event.
+* HTTPS: the server's certificate is verified against ``verify`` — a CA bundle's path, an `ssl.SSLContext`,
+  or, by default, the file named by ``CELLBLOCK_CA_FILE`` when that is set, else the usual trust store.
 * `batch` submits up to the server's ``max_batch_jobs`` jobs in one request, then polls the batch (the
   interval grows from 50 ms to 1 s) until every job has finished.
 """
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import ssl
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
@@ -37,7 +41,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from cellblock.errors import CellblockError
+from cellblock.errors import CellblockError, UserError
 from cellblock.models import JobResult, JobSpec, JobState, Limits, TestCase, TestResult, Verdict
 from cellblock.state import TERMINAL_STATES, WorkerInfo
 
@@ -49,12 +53,28 @@ if TYPE_CHECKING:
 __all__ = ["ApiError", "AsyncClient", "BatchResult", "Client", "Event", "SubmittedBatch", "result_row"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+CA_FILE_ENV = "CELLBLOCK_CA_FILE"  # a CA bundle that signed the server's certificate (a private CA)
 STREAM_READ_TIMEOUT_S = 30.0  # the server sends a keepalive every 10 s; silence this long means a dead link
 POLL_START_S, POLL_MAX_S = 0.05, 1.0
 
 JobLike = JobSpec | Mapping[str, Any] | str
 TestLike = TestCase | Mapping[str, Any] | tuple[str, str | None]
 ProgressCallback = Callable[["BatchResult"], None]
+
+
+Verify = bool | str | os.PathLike[str] | ssl.SSLContext | None
+
+
+def tls_verify(verify: Verify) -> bool | ssl.SSLContext:
+    """httpx's ``verify`` for ours: a CA bundle's path becomes a context; None means $CELLBLOCK_CA_FILE or True."""
+    if verify is None:
+        verify = os.environ.get(CA_FILE_ENV) or True
+    if isinstance(verify, bool | ssl.SSLContext):
+        return verify
+    try:
+        return ssl.create_default_context(cafile=os.fspath(verify))
+    except (OSError, ssl.SSLError) as exc:
+        raise UserError(f"cannot use the CA file {os.fspath(verify)}: {exc}", field="verify") from exc
 
 
 class ApiError(CellblockError):
@@ -365,10 +385,13 @@ class Client(_Base):
         max_retry_wait_s: float = 30.0,
         headers: Mapping[str, str] | None = None,
         http: httpx.Client | None = None,
+        verify: Verify = None,
     ) -> None:
         super().__init__(max_retries, max_retry_wait_s)
         self.timeout_s = timeout_s
-        self._http = http or httpx.Client(base_url=base_url, timeout=timeout_s, headers=dict(headers or {}))
+        self._http = http or httpx.Client(
+            base_url=base_url, timeout=timeout_s, headers=dict(headers or {}), verify=tls_verify(verify)
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -576,10 +599,13 @@ class AsyncClient(_Base):
         max_retry_wait_s: float = 30.0,
         headers: Mapping[str, str] | None = None,
         http: httpx.AsyncClient | None = None,
+        verify: Verify = None,
     ) -> None:
         super().__init__(max_retries, max_retry_wait_s)
         self.timeout_s = timeout_s
-        self._http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers=dict(headers or {}))
+        self._http = http or httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s, headers=dict(headers or {}), verify=tls_verify(verify)
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self

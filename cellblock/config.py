@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url (amqp:// for RabbitMQ).")
     api_host: str = Field("127.0.0.1", description="Where the HTTP API listens.")
     api_port: int = Field(8000, ge=0, le=65535)
+    tls_cert_file: Path | None = Field(
+        None, description="HTTPS for the API: its certificate (PEM, with any intermediates). None: plain HTTP."
+    )
+    tls_key_file: Path | None = Field(None, description="HTTPS for the API: the certificate's unencrypted key (PEM).")
     auth: Literal["auto", "required", "off"] = Field(
         "auto",
         description="API keys (cellblock keys create): 'required' on every route but health and docs; 'off' "
@@ -93,6 +97,18 @@ class Settings(BaseSettings):
         "all open (rotation). None: a key generated once into data_dir/cluster.key (one host only).",
     )
     heartbeat_interval_s: float = Field(2.0, gt=0, description="How often a worker says it is alive.")
+    toolchain_check_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a worker looks at its languages' toolchain binaries (a stat each); a "
+        "change (removed, reinstalled, upgraded, newly installed) re-runs that language's self-test.",
+    )
+    self_test_interval_s: float = Field(
+        900.0,
+        ge=0,
+        description="How often a worker re-runs every self-test (catches what no stat shows, "
+        "e.g. a broken library); 0: only at start and on a toolchain change.",
+    )
     worker_ttl_s: float = Field(10.0, gt=0, description="A worker unseen this long is considered gone.")
     webhook_attempts: int = Field(6, ge=1, description="POSTs of a result to callback_url before giving up.")
     webhook_timeout_s: float = Field(10.0, gt=0)

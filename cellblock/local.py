@@ -160,13 +160,19 @@ class Supervisor:
             Child("worker", [*base, "worker", "--slots", str(self.settings.slot_count())], env),
             Child("webhooks", [*base, "webhooks"], env),
             Child("api", [*base, "serve", "--redis", self.settings.job_store_url(), "--host",
-                          self.settings.api_host, "--port", str(self.settings.api_port)], env),
+                          self.settings.api_host, "--port", str(self.settings.api_port), *self._tls_args()], env),
         ]  # fmt: skip
         for child in self.children[1:]:
             child.start()
-        self.say(f"Cellblock is starting: API on http://{self.settings.api_host}:{self.settings.api_port} "
+        scheme = "https" if self.settings.tls_cert_file else "http"
+        self.say(f"Cellblock is starting: API on {scheme}://{self.settings.api_host}:{self.settings.api_port} "
                  f"(docs at /docs), {self.settings.slot_count()} sandbox slots. Ctrl-C stops it.")  # fmt: skip
         return self._watch()
+
+    def _tls_args(self) -> list[str]:
+        """HTTPS: the API child serves the certificate the launcher was given (checked before anything started)."""
+        cert, key = self.settings.tls_cert_file, self.settings.tls_key_file
+        return ["--tls-cert", str(cert), "--tls-key", str(key)] if cert and key else []
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
