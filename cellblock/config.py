@@ -91,6 +91,14 @@ class Settings(BaseSettings):
         description="Redis broker: a job whose worker stopped renewing its lease this long ago is "
         "delivered again. Running jobs renew it every third of this, so it need not exceed the longest job.",
     )
+    broker_heartbeat_s: int = Field(
+        1,
+        ge=0,
+        le=60,
+        description="RabbitMQ broker: AMQP heartbeat of a worker's connection (whole seconds; 0: none). A host "
+        "that vanishes without closing it has its job redelivered 2-3 heartbeats later; a worker whose event "
+        "loop stalls that long is taken for dead and its job runs twice.",
+    )
     cluster_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Fernet keys sealing job traffic (comma-separated in CELLBLOCK_CLUSTER_KEYS): the first seals, "

@@ -25,8 +25,9 @@ import redis
 import redis.asyncio as aioredis
 
 from cellblock.config import Settings
-from cellblock.models import JobSpec
-from cellblock.state import WEBHOOK_ATTEMPTS, WEBHOOK_QUEUE, as_fields, job_key, result_from_hash
+from cellblock.redis_url import redis_kwargs
+from cellblock.sealing import Sealer, SealError
+from cellblock.state import WEBHOOK_ATTEMPTS, WEBHOOK_QUEUE, as_fields, job_key, open_spec, result_from_hash
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,10 @@ def enqueue_webhook(client: redis.Redis, job_id: str) -> None:
 class Sender:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis: Any = aioredis.Redis.from_url(settings.job_store_url(), decode_responses=True, socket_timeout=30)
+        self.sealer = Sealer.from_settings(settings)
+        self.redis: Any = aioredis.Redis(
+            **redis_kwargs(settings.job_store_url()), decode_responses=True, socket_timeout=30
+        )
         self.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s)
         self.gate = asyncio.Semaphore(CONCURRENCY)
         self.claim = self.redis.register_script(CLAIM_LUA)
@@ -57,10 +61,14 @@ class Sender:
         fields = as_fields(await self.redis.hgetall(job_key(job_id)))
         if "spec" not in fields:
             return True  # expired: nothing left to deliver
-        url = JobSpec.model_validate_json(fields["spec"]).callback_url
+        try:
+            url = open_spec(fields, self.sealer).callback_url
+        except SealError as exc:  # a forged spec: its callback URL is nobody's to call
+            log.error("job %s: no webhook, its stored spec failed verification: %s", job_id, exc.message)
+            return True
         if not url:
             return True
-        body = result_from_hash(fields).model_dump_json()
+        body = result_from_hash(fields, self.sealer).model_dump_json()
         try:
             response = await self.http.post(url, content=body, headers={"content-type": "application/json"})
             if response.is_success:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import json
 import logging
 import os
 import socket
@@ -23,35 +24,42 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from celery.exceptions import Reject
 
 from cellblock import __version__
 from cellblock.config import Settings
 from cellblock.dispatch import EXECUTE_TASK, broker_redis_url, language_queue, make_celery
 from cellblock.engine import Engine
 from cellblock.errors import CellblockError
-from cellblock.languages.registry import Language, Registry
-from cellblock.models import JobResult, JobSpec, JobState, StepResult, Verdict
+from cellblock.languages.registry import Registry
+from cellblock.models import JobResult, JobState, StepResult, Verdict
+from cellblock.redis_url import redis_kwargs
 from cellblock.sandbox.host import SandboxHost
 from cellblock.sealing import Sealer, SealError
 from cellblock.state import (
     CANCEL_CHANNEL,
     EVENT_STREAM_MAXLEN,
     JOB_API_KEY_FIELD,
+    SEALED_EVENTS,
     TERMINAL_STATES,
     WORKERS,
     WorkerInfo,
     api_key_running_key,
     as_fields,
+    check_cluster_key,
     event,
-    event_raw,
     events_key,
     job_key,
     now_iso,
+    open_spec,
     result_from_hash,
     retention_keys,
     running_key,
+    seal_result,
+    sealed_event,
     worker_key,
 )
+from cellblock.toolchains import Status, ToolchainWatch, evaluate, fingerprint
 from cellblock.webhooks import enqueue_webhook
 
 log = logging.getLogger(__name__)
@@ -60,10 +68,11 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Per worker process: one Redis client, one engine, one cancel listener. Created after fork."""
 
-    def __init__(self, settings: Settings, name: str) -> None:
+    def __init__(self, settings: Settings, name: str, sealer: Sealer) -> None:
         self.settings = settings
         self.name = name
-        self.redis = redis.Redis.from_url(settings.job_store_url(), decode_responses=True, socket_timeout=30)
+        self.sealer = sealer
+        self.redis = redis.Redis(**redis_kwargs(settings.job_store_url()), decode_responses=True, socket_timeout=30)
         self.engine = Engine(settings, Registry.load(), SandboxHost(settings))
         self.current: str | None = None
         self.cancelled: set[str] = set()
@@ -74,7 +83,7 @@ class Runtime:
     def _listen_for_cancels(self) -> None:
         while True:
             try:
-                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
                 pubsub.subscribe(CANCEL_CHANNEL)
                 while True:
                     message = pubsub.get_message(timeout=1.0)
@@ -97,7 +106,7 @@ class Lease(threading.Thread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True, name="lease")
         url = broker_redis_url(settings)
-        self.client = redis.Redis.from_url(url, socket_timeout=10) if url else None
+        self.client = redis.Redis(**redis_kwargs(url), socket_timeout=10) if url else None
         self.interval = settings.visibility_timeout_s / 3
         self.tag: str | None = None
 
@@ -122,10 +131,12 @@ class StreamObserver:
         self.decoders: dict[str, codecs.IncrementalDecoder] = {}
 
     def _emit(self, kind: str, data: Any) -> None:
+        if kind in SEALED_EVENTS:
+            entry = sealed_event(self.job_id, kind, json.dumps(data, separators=(",", ":")), self.runtime.sealer)
+        else:
+            entry = event(kind, data)
         try:
-            self.runtime.redis.xadd(
-                events_key(self.job_id), event(kind, data), maxlen=EVENT_STREAM_MAXLEN, approximate=True
-            )
+            self.runtime.redis.xadd(events_key(self.job_id), entry, maxlen=EVENT_STREAM_MAXLEN, approximate=True)
         except redis.RedisError as exc:  # live events are best effort; the result is what must not be lost
             log.warning("job %s: event not published: %s", self.job_id, exc)
 
@@ -153,14 +164,13 @@ class StreamObserver:
 def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: dict[str, str]) -> None:
     """Store the result and end the event stream in one transaction; then the retention clock starts."""
     r, ttl = runtime.redis, runtime.settings.result_retention_s
-    payload = result.model_dump_json()
     with r.pipeline(transaction=True) as pipe:
         pipe.hset(job_key(result.id), mapping={
-            "state": result.state.value, "result": payload,
+            "state": result.state.value, "result": seal_result(result, runtime.sealer),
             "finished_at": (result.finished_at.isoformat() if result.finished_at else now_iso()),
         })  # fmt: skip
         pipe.xadd(events_key(result.id), event("state", {"state": result.state.value}))
-        pipe.xadd(events_key(result.id), event_raw("result", payload))
+        pipe.xadd(events_key(result.id), sealed_event(result.id, "result", result.model_dump_json(), runtime.sealer))
         for key in retention_keys(fields):
             pipe.expire(key, ttl)
         pipe.srem(running_key(runtime.name), result.id)
@@ -171,11 +181,29 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: d
         enqueue_webhook(r, result.id)
 
 
-def _failed(fields: dict[str, str], message: str, worker: str) -> JobResult:
-    result = result_from_hash(fields)
+def _failed(runtime: Runtime, fields: dict[str, str], message: str) -> JobResult:
+    result = result_from_hash(fields, runtime.sealer)
     result.state, result.verdict, result.message = JobState.FAILED, Verdict.INTERNAL_ERROR, message
-    result.worker, result.finished_at = worker, datetime.now(UTC)
+    result.worker, result.finished_at = runtime.name, datetime.now(UTC)
     return result
+
+
+class ToolchainMissing(Exception):
+    """The job's language lost its toolchain on this host since the last check: hand the job back."""
+
+    def __init__(self, language: str) -> None:
+        super().__init__(f"the {language} toolchain is gone from this host")
+        self.language = language
+
+
+def _check_toolchain(runtime: Runtime, language: str) -> None:
+    """A stat, before the job counts as an attempt: a vanished toolchain must not turn into the user's verdict."""
+    try:
+        lang = runtime.engine.registry.get(language)
+    except CellblockError:
+        return  # the engine reports an unknown language in the job's result
+    if fingerprint(lang) is None:
+        raise ToolchainMissing(lang.name)
 
 
 def run_job(runtime: Runtime, job_id: str) -> None:
@@ -186,11 +214,18 @@ def run_job(runtime: Runtime, job_id: str) -> None:
         return
     if JobState(fields["state"]) in TERMINAL_STATES:
         return  # a second delivery of a finished job, or cancelled while queued: not an attempt
+    _check_toolchain(runtime, fields.get("language", ""))
     attempts = int(r.hincrby(job_key(job_id), "attempts", 1))  # deliveries that start the job
-    spec = JobSpec.model_validate_json(fields["spec"])
+    try:
+        spec = open_spec(fields, runtime.sealer)
+    except SealError as exc:  # a spec written into the store by someone without the cluster key: never run it
+        log.error("job %s: refused, its stored spec failed verification: %s", job_id, exc.message)
+        message = "refused: the job's stored spec is not sealed with a current cluster key"
+        finish(runtime, _failed(runtime, fields, message), notify=None, fields=fields)
+        return
     if attempts > runtime.settings.max_attempts:
         message = f"gave up after {attempts - 1} attempts: the worker running this job died each time"
-        finish(runtime, _failed(fields, message, runtime.name), notify=spec.callback_url, fields=fields)
+        finish(runtime, _failed(runtime, fields, message), notify=spec.callback_url, fields=fields)
         return
     runtime.current = job_id
     with r.pipeline() as pipe:
@@ -203,10 +238,10 @@ def run_job(runtime: Runtime, job_id: str) -> None:
         result = runtime.engine.run(spec, job_id=job_id, observer=StreamObserver(runtime, job_id),
                                     created_at=datetime.fromisoformat(fields["created_at"]))  # fmt: skip
     except CellblockError as exc:  # e.g. a language this host lost since the API accepted the job
-        result = _failed(fields, exc.message, runtime.name)
+        result = _failed(runtime, fields, exc.message)
     except Exception:  # our bug: the job still ends, as failed, rather than hang in "running" forever
         log.exception("job %s: unexpected error", job_id)
-        result = _failed(fields, "internal error while running the job", runtime.name)
+        result = _failed(runtime, fields, "internal error while running the job")
     finally:
         runtime.current = None
         runtime.cancelled.discard(job_id)
@@ -217,18 +252,18 @@ def run_job(runtime: Runtime, job_id: str) -> None:
 _RUNTIME: dict[int, Runtime] = {}
 
 
-def _runtime(settings: Settings, name: str) -> Runtime:
+def _runtime(settings: Settings, name: str, sealer: Sealer) -> Runtime:
     """One Runtime per process, created lazily after the prefork fork (threads and sockets don't survive it)."""
     pid = os.getpid()
     if pid not in _RUNTIME:
         _RUNTIME.clear()
-        _RUNTIME[pid] = Runtime(settings, name)
+        _RUNTIME[pid] = Runtime(settings, name, sealer)
     return _RUNTIME[pid]
 
 
-def build_app(settings: Settings, languages: list[str], name: str) -> Any:
+def build_app(settings: Settings, languages: list[str], name: str, sealer: Sealer) -> Any:
+    """The worker's Celery app. `sealer` is made once, before the fork: every pool process shares the keys."""
     app = make_celery(settings, languages)
-    sealer = Sealer.from_settings(settings)  # read once, before the fork: every pool process shares the keys
 
     @app.task(name=EXECUTE_TASK, max_retries=0, bind=True)
     def execute(self: Any, token: Any = None, *extra: Any, **kwargs: Any) -> None:
@@ -240,33 +275,58 @@ def build_app(settings: Settings, languages: list[str], name: str) -> Any:
             # Acked (the task returns) and dropped, never run: whoever forged it learns nothing by a retry.
             log.error("rejected message %s: %s", self.request.id, getattr(exc, "message", exc))
             return
-        runtime = _runtime(settings, name)
+        runtime = _runtime(settings, name, sealer)
         runtime.lease.tag = (self.request.properties or {}).get("delivery_tag")  # kombu Redis: the unacked key
         try:
             run_job(runtime, job_id)
+        except ToolchainMissing as exc:  # back to the queue, for a worker that has it; stop taking its jobs here
+            log.error("job %s: %s; job handed back, no longer taking %s jobs", job_id, exc, exc.language)
+            self.app.control.cancel_consumer(language_queue(exc.language), destination=[celery_node_name(name)])
+            raise Reject(str(exc), requeue=True) from exc
         finally:
             runtime.lease.tag = None
 
     return app
 
 
-def self_test_languages(engine: Engine, say: Callable[[str], None]) -> tuple[list[Language], dict[str, str]]:
-    """Run every installed language's self-test through the real sandbox; return those that pass."""
-    passed: list[Language] = []
-    versions: dict[str, str] = {}
+def self_test_languages(engine: Engine, say: Callable[[str], None]) -> dict[str, Status]:
+    """Run every installed language's self-test through the real sandbox; the passing ones, by name."""
+    passing: dict[str, Status] = {}
     for lang in engine.registry.languages:
-        version = lang.host_version()
-        if version is None:
-            continue
-        try:
-            ok, reason = engine.self_test(lang)
-        except CellblockError as exc:
-            ok, reason = False, exc.message
-        say(f"{'ok  ' if ok else 'FAIL'}  {lang.name} {version}" + ("" if ok else f": {reason}"))
-        if ok:
-            passed.append(lang)
-            versions[lang.name] = version
-    return passed, versions
+        if fingerprint(lang) is None:
+            continue  # not installed here: `cellblock languages` lists it, the worker stays quiet
+        status = evaluate(engine, lang)
+        say(f"{'ok  ' if status.passed else 'FAIL'}  {lang.name} {status.version or ''}"
+            + ("" if status.passed else f": {status.reason}"))  # fmt: skip
+        if status.passed:
+            passing[lang.name] = status
+    return passing
+
+
+class Routing:
+    """Applies the toolchain watch's findings: cancel or add this worker's consumer of each language's queue
+    (Celery remote control, through the broker to this node) and republish the WorkerInfo."""
+
+    def __init__(self, app: Any, node: str, heartbeat: Heartbeat, say: Callable[[str], None]) -> None:
+        self.app = app
+        self.destination = [celery_node_name(node)]
+        self.heartbeat = heartbeat
+        self.say = say
+
+    def __call__(self, added: dict[str, Status], removed: dict[str, Status]) -> None:
+        for name, status in removed.items():
+            self.say(f"FAIL  {name}: {status.reason}; no longer taking its jobs")
+            self.app.control.cancel_consumer(language_queue(name), destination=self.destination)
+        for name, status in added.items():
+            self.say(f"ok    {name} {status.version}: taking its jobs")
+            queue = language_queue(name)
+            self.app.control.add_consumer(queue, exchange=queue, routing_key=queue, destination=self.destination)
+        self.heartbeat.update(added, removed)
+
+
+def celery_node_name(node: str) -> str:
+    """Celery's name for a worker started with --hostname NODE (it adds 'celery@' when NODE has no '@')."""
+    return node if "@" in node else f"celery@{node}"
 
 
 class Heartbeat(threading.Thread):
@@ -276,16 +336,29 @@ class Heartbeat(threading.Thread):
         super().__init__(daemon=True, name="heartbeat")
         self.settings = settings
         self.info = info
-        self.redis = redis.Redis.from_url(settings.job_store_url(), decode_responses=True)
+        self.lock = threading.Lock()  # the toolchain watch changes the languages while beats go out
+        self.redis = redis.Redis(**redis_kwargs(settings.job_store_url()), decode_responses=True)
         self.stopped = threading.Event()
 
+    def update(self, added: dict[str, Status], removed: dict[str, Status]) -> None:
+        """Languages added to or removed from what this worker runs; published at once."""
+        with self.lock:
+            versions = {k: v for k, v in self.info.language_versions.items() if k not in removed}
+            versions.update({name: status.version or "" for name, status in added.items()})
+            self.info.language_versions = dict(sorted(versions.items()))
+            self.info.languages = sorted(versions)
+            self.info.queues = [language_queue(name) for name in self.info.languages]
+        self.beat()
+
     def beat(self) -> None:
-        self.info.busy = self.redis.scard(running_key(self.info.name))
-        self.info.last_seen = now_iso()
+        busy = self.redis.scard(running_key(self.info.name))
+        with self.lock:
+            self.info.busy, self.info.last_seen = busy, now_iso()
+            payload = self.info.model_dump_json()
         ttl_ms = int(self.settings.worker_ttl_s * 1000)
         with self.redis.pipeline() as pipe:
             pipe.sadd(WORKERS, self.info.name)
-            pipe.set(worker_key(self.info.name), self.info.model_dump_json(), px=ttl_ms)
+            pipe.set(worker_key(self.info.name), payload, px=ttl_ms)
             pipe.execute()
 
     def run(self) -> None:
@@ -307,28 +380,34 @@ class Heartbeat(threading.Thread):
 def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | None = None) -> int:
     """`cellblock worker`: check the sandbox, self-test languages, consume their queues until stopped."""
     host = SandboxHost(settings)  # raises SandboxUnavailable: no sandbox, no worker
+    sealer = Sealer.from_settings(settings)
+    with redis.Redis(**redis_kwargs(settings.job_store_url()), socket_timeout=10) as client:
+        check_cluster_key(client, sealer)  # raises SealError: a host with the wrong key takes no job
     engine = Engine(settings, Registry.load(), host)
-    languages, versions = self_test_languages(engine, say)
-    if not languages:
+    passing = self_test_languages(engine, say)
+    if not passing:
         say("no language passed its self-test: this worker would run nothing")
         return 1
     node = name or f"cellblock-{socket.gethostname()}-{os.getpid()}"
-    queues = [language_queue(lang.name) for lang in languages]
     slots = settings.slot_count()
-    info = WorkerInfo(name=node, host=socket.gethostname(), slots=slots, languages=[lang.name for lang in languages],
-                      language_versions=versions, queues=queues, version=__version__, started_at=now_iso(),
-                      last_seen=now_iso())  # fmt: skip
+    info = WorkerInfo(name=node, host=socket.gethostname(), slots=slots, languages=[], queues=[],
+                      version=__version__, started_at=now_iso(), last_seen=now_iso())  # fmt: skip
     heartbeat = Heartbeat(settings, info)
-    heartbeat.beat()
+    heartbeat.update(passing, {})
     heartbeat.start()
-    app = build_app(settings, [lang.name for lang in languages], node)
-    say(f"worker {node}: {slots} slots, queues {', '.join(queues)}")
+    app = build_app(settings, sorted(passing), node, sealer)
+    watch = ToolchainWatch(engine, passing, Routing(app, node, heartbeat, say),
+                           check_interval_s=settings.toolchain_check_interval_s,
+                           self_test_interval_s=settings.self_test_interval_s)  # fmt: skip
+    watch.start()
+    say(f"worker {node}: {slots} slots, queues {', '.join(info.queues)}")
     try:
         app.worker_main([
-            "worker", "--pool", "prefork", "--concurrency", str(slots), "--queues", ",".join(queues),
+            "worker", "--pool", "prefork", "--concurrency", str(slots), "--queues", ",".join(info.queues),
             "--hostname", node, "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--optimization", "fair", "--loglevel", "WARNING", "--max-tasks-per-child", "1000",
         ])  # fmt: skip
     finally:
+        watch.stop()
         heartbeat.stop()
     return 0
