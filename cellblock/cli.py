@@ -261,6 +261,7 @@ def serve_command(redis_url: str | None, broker_url: str | None, host: str | Non
                                  worker_slots=slots, auth="off" if insecure_no_auth else None,
                                  tls_cert_file=tls_cert, tls_key_file=tls_key)  # fmt: skip
     _preflight(settings, api=True)
+    _check_broker(settings)
     if insecure_no_auth:
         os.environ["CELLBLOCK_AUTH"] = "off"  # the embedded launcher's API process inherits the choice
     _check_auth(settings)
@@ -288,6 +289,18 @@ def _preflight(settings: Settings, *, api: bool = False) -> None:
         if api:
             preflight.check_api_tls(settings)
         preflight.check_store(settings)
+    except CellblockError as exc:
+        _fail(exc)
+
+
+def _check_broker(settings: Settings) -> None:
+    """A malformed --broker URL, or a RabbitMQ that does not answer: one line and a non-zero exit, not a retry loop."""
+    from cellblock.dispatch import check_broker_url, ping_broker
+
+    try:
+        if settings.broker_url is not None:
+            check_broker_url(settings.broker_url)
+        ping_broker(settings, timeout_s=3.0)
     except CellblockError as exc:
         _fail(exc)
 
@@ -453,6 +466,7 @@ def worker_command(redis_url: str | None, broker_url: str | None, slots: int | N
     if settings.redis_url is None:
         _fail(UserError("a worker needs --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
     _preflight(settings)
+    _check_broker(settings)
     try:
         sys.exit(start_worker(settings, click.echo, name=name))
     except CellblockError as exc:

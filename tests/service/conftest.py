@@ -100,13 +100,18 @@ class Service:
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     webhooks: subprocess.Popen[bytes] | None = None
+    broker_url: str | None = None  # --broker for workers, webhooks and the API (None: the Redis is the broker)
+
+    @property
+    def broker_args(self) -> list[str]:
+        return ["--broker", self.broker_url] if self.broker_url else []
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start_worker(self, slots: int = 2, name: str | None = None) -> subprocess.Popen[bytes]:
-        args = [*CELLBLOCK, "worker", "--redis", self.redis.url, "--slots", str(slots)]
+        args = [*CELLBLOCK, "worker", "--redis", self.redis.url, *self.broker_args, "--slots", str(slots)]
         if name:
             args += ["--name", name]
         log = open(self.root / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115 - lives with the process
@@ -116,13 +121,15 @@ class Service:
 
     def start_webhooks(self) -> None:
         log = open(self.root / "webhooks.log", "wb")  # noqa: SIM115
-        self.webhooks = subprocess.Popen([*CELLBLOCK, "webhooks", "--redis", self.redis.url], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        argv = [*CELLBLOCK, "webhooks", "--redis", self.redis.url, *self.broker_args]
+        self.webhooks = subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_api(self) -> None:
         self.port = self.port or free_port()
         log = open(self.root / "api.log", "ab")  # noqa: SIM115
-        argv = [*CELLBLOCK, "serve", "--redis", self.redis.url, "--port", str(self.port)]
+        argv = [*CELLBLOCK, "serve", "--redis", self.redis.url, *self.broker_args, "--port", str(self.port)]
         self.api = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200, what="the API")
 
@@ -154,7 +161,7 @@ class Service:
         self.redis.stop()
 
 
-def make_service(**env_overrides: str) -> Service:
+def make_service(broker_url: str | None = None, **env_overrides: str) -> Service:
     root = Path(tempfile.mkdtemp(prefix="cellblock-svc-", dir="/var/tmp"))
     root.chmod(0o711)
     redis_dir = root / "redis"
@@ -163,13 +170,13 @@ def make_service(**env_overrides: str) -> Service:
     server.start()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(root),
            "CELLBLOCK_DATA_DIR": str(root / "data"), "CELLBLOCK_REDIS_URL": server.url, **env_overrides}  # fmt: skip
-    return Service(root=root, redis=server, env=env)
+    return Service(root=root, redis=server, env=env, broker_url=broker_url)
 
 
 @contextlib.contextmanager
-def made_service(**env_overrides: str) -> Iterator[Service]:
+def made_service(broker_url: str | None = None, **env_overrides: str) -> Iterator[Service]:
     """`make_service`, stopped and removed afterwards whatever happens."""
-    svc = make_service(**env_overrides)
+    svc = make_service(broker_url, **env_overrides)
     try:
         yield svc
     finally:
