@@ -99,6 +99,10 @@ class Lease(threading.Thread):
     kombu's Redis transport restores unacked messages delivered more than visibility_timeout ago; it scores
     each by its delivery time in a sorted set. Renewing that score (ZADD XX: only if still unacked) every
     third of the timeout turns the timeout into a lease: it only runs out when this process is gone.
+
+    Redis only (a no-op thread otherwise): RabbitMQ needs no lease, since it ties each unacked delivery to the
+    consumer's connection and requeues it when that closes (the process died) or stops answering heartbeats
+    (the host vanished); a live job is never redelivered, however long it runs (up to consumer_timeout).
     """
 
     UNACKED_INDEX = "unacked_index"  # kombu's Channel.unacked_index_key default
