@@ -130,3 +130,14 @@ def test_missing_ca_file_is_named(root: Path) -> None:
 def test_tls_option_on_a_plain_url_is_refused(root: Path) -> None:
     done, _ = run(root, "keys", f"redis://:pw@127.0.0.1:{free_port()}/0?ssl_ca_certs=/etc/ssl/certs/ca.pem")
     assert_one_line(done, 2, "use a rediss:// URL")
+
+
+def test_acl_user(root: Path, tcp_redis: TcpRedis) -> None:
+    """Redis 6+ ACL users work as well as requirepass: USER:PASSWORD in the URL."""
+    with tcp_redis.client() as admin:
+        admin.acl_setuser("cellblock", enabled=True, passwords=["+acl-secret"], keys=["*"], channels=["*"],
+                          commands=["+@all"])  # fmt: skip
+    done, _ = run(root, "keys", f"redis://cellblock:acl-secret@127.0.0.1:{tcp_redis.port}/0")
+    assert done.returncode == 0, done.stderr
+    done, _ = run(root, "keys", f"redis://cellblock:not-it@127.0.0.1:{tcp_redis.port}/0")
+    assert_one_line(done, 2, "wrong password", secret="not-it")
