@@ -151,7 +151,13 @@ def open_spec(fields: dict[str, str], sealer: Sealer) -> JobSpec:
 
 
 def seal_result(result: JobResult, sealer: Sealer) -> str:
+    """The result's token: stored in the job hash and, the same token, as the data of its `result_event`."""
     return sealer.seal_for(result.id, "result", result.model_dump_json().encode())
+
+
+def result_event(sealed_result: str) -> dict[Any, Any]:
+    """The stream entry announcing a job's result (its `seal_result` token: sealed once, stored twice)."""
+    return {"type": "result", "data": sealed_result}
 
 
 def event(kind: str, data: Any) -> dict[Any, Any]:

@@ -52,6 +52,7 @@ from cellblock.state import (
     job_key,
     now_iso,
     open_spec,
+    result_event,
     result_from_hash,
     retention_keys,
     running_key,
@@ -168,13 +169,14 @@ class StreamObserver:
 def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: dict[str, str]) -> None:
     """Store the result and end the event stream in one transaction; then the retention clock starts."""
     r, ttl = runtime.redis, runtime.settings.result_retention_s
+    sealed = seal_result(result, runtime.sealer)
     with r.pipeline(transaction=True) as pipe:
         pipe.hset(job_key(result.id), mapping={
-            "state": result.state.value, "result": seal_result(result, runtime.sealer),
+            "state": result.state.value, "result": sealed,
             "finished_at": (result.finished_at.isoformat() if result.finished_at else now_iso()),
         })  # fmt: skip
         pipe.xadd(events_key(result.id), event("state", {"state": result.state.value}))
-        pipe.xadd(events_key(result.id), sealed_event(result.id, "result", result.model_dump_json(), runtime.sealer))
+        pipe.xadd(events_key(result.id), result_event(sealed))
         for key in retention_keys(fields):
             pipe.expire(key, ttl)
         pipe.srem(running_key(runtime.name), result.id)

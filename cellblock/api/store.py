@@ -27,10 +27,10 @@ from cellblock.state import (
     job_key,
     new_job_fields,
     now_iso,
+    result_event,
     result_from_hash,
     retention_keys,
     seal_result,
-    sealed_event,
     worker_key,
 )
 
@@ -161,11 +161,12 @@ class AsyncStore:
         if state == JobState.QUEUED:
             result = result_from_hash(fields, self.sealer)
             result.state, result.message = JobState.CANCELLED, "cancelled before it started"
+            sealed = seal_result(result, self.sealer)
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(job_key(job_id), mapping={"state": JobState.CANCELLED.value, "finished_at": now_iso(),
-                                                    "result": seal_result(result, self.sealer)})  # fmt: skip
+                                                    "result": sealed})  # fmt: skip
                 pipe.xadd(events_key(job_id), event("state", {"state": JobState.CANCELLED.value}))
-                pipe.xadd(events_key(job_id), sealed_event(job_id, "result", result.model_dump_json(), self.sealer))
+                pipe.xadd(events_key(job_id), result_event(sealed))
                 for key in retention_keys(fields):
                     pipe.expire(key, self.settings.result_retention_s)
                 await pipe.execute()
