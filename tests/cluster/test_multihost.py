@@ -1,0 +1,321 @@
+"""Cellblock on three hosts, one of them killed mid-batch (issue 4, item 1).
+
+The hosts are network namespaces on a private bridge built by `netns.Network` (see its theory of operation):
+
+    A  redis-server over TCP with a password (job store and broker) and `cellblock serve` with an API key
+    B  `cellblock worker`, ruby made absent (its binary hidden in B's own mount namespace: `hide.py`)
+    C  `cellblock worker` with every language
+    T  the test's client: it talks to A's API over the bridge and to nothing else
+
+Every host gets the same cluster key (`CELLBLOCK_CLUSTER_KEYS`): job traffic is sealed end to end.
+
+What the test shows:
+* routing — B advertises no ruby, C does; 20 ruby jobs all run on C while B sits idle next to them;
+* spread and survival — 500 Python jobs, each echoing its own stdin, spread over B and C; once B has
+  finished some and is running others, every process of B's worker (its process group and every descendant,
+  sandboxes included) is SIGKILLed; all 500 still finish, accepted, with their own input echoed, the jobs B
+  was running among them finished on C;
+* no duplicates reported to the client — a job's result is *reported* when it appears in its event stream
+  (`GET /v1/jobs/{id}/events`, which a client follows and may resume with `Last-Event-ID`) or when a client
+  polling `GET /v1/batches/{id}` first sees the job finished. At-least-once delivery may start a killed job
+  twice (two `running` events are fine), but a client must be told one result: each stream holds exactly one
+  `result` event (it is the last: resuming after it yields nothing), it equals `GET /v1/jobs/{id}`, and a
+  poller of the batch never sees a finished job's result change (worker, finish time, output).
+* the redelivery delay — from the kill to the `running` event on C of each job B was running — is printed,
+  with the time, jobs per host and redelivered count. With the Redis broker it is the visibility timeout (5 s
+  here, a lease live workers renew) plus up to the 2 s restore sweep.
+
+Afterwards none of the test's namespaces and none of its processes remain (asserted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from cryptography.fernet import Fernet
+
+from tests.cluster.netns import Network
+from tests.service.conftest import wait_until
+from tests.service.test_reliability import process_table
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CELLBLOCK = [sys.executable, "-m", "cellblock"]
+VISIBILITY_TIMEOUT_S = 5
+RESTORE_SWEEP_S = 2  # kombu's unacked_restore_interval (cellblock.dispatch)
+REDIS_PORT = 16379  # inside host A's own namespace: no other Redis can be there
+API_PORT = 8080
+SLOTS = 2
+ECHO = "import sys\nprint(input())\n"  # argv[1] is the run id: it tags the sandbox's processes
+RUBY_ECHO = "puts STDIN.read\n"
+
+
+@dataclass
+class Cluster:
+    net: Network
+    redis_url: str
+    api_url: str
+    key: str
+    workers: dict[str, Any] = field(default_factory=dict)  # host label → Popen of `cellblock worker`
+
+    def name(self, label: str) -> str:
+        """The worker name of host `label`."""
+        return f"worker-{label}-{self.net.run_id}"
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        """An API client; create it inside `net.entered(net['T'])` (sockets keep the namespace they are made in)."""
+        return httpx.Client(base_url=self.api_url, timeout=timeout, headers={"Authorization": f"Bearer {self.key}"})
+
+
+def host_env(net: Network, label: str, cluster_key: str, redis_url: str) -> dict[str, str]:
+    home = net.root / label
+    home.mkdir(mode=0o711, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
+        "CELLBLOCK_DATA_DIR": str(home / "data"), "CELLBLOCK_REDIS_URL": redis_url,
+        "CELLBLOCK_CLUSTER_KEYS": cluster_key, "CELLBLOCK_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def three_hosts(hidden_on_b: list[str]) -> Iterator[Cluster]:
+    """Hosts A, B, C and the client T, with Redis + API on A and a worker on B and on C; removed afterwards."""
+    net = Network(["A", "B", "C", "T"])
+    try:
+        a = net["A"]
+        password = secrets.token_hex(16)
+        redis_url = f"redis://:{password}@{a.address}:{REDIS_PORT}/0"
+        cluster_key = Fernet.generate_key().decode()
+        env = {label: host_env(net, label, cluster_key, redis_url) for label in ("A", "B", "C")}
+        net.start(a, ["redis-server", "--bind", a.address, "--port", str(REDIS_PORT), "--requirepass", password,
+                      "--dir", str(net.root / "A"), "--save", "", "--appendonly", "no"],
+                  env=env["A"], log="redis-server.log")  # fmt: skip
+        with net.entered(net["T"]):
+            wait_until(lambda: redis.Redis.from_url(redis_url, socket_timeout=1).ping(), what="redis on A")
+        key = net.run(a, [*CELLBLOCK, "keys", "create", "--redis", redis_url, "--name", "test",
+                          "--scopes", "submit,read,admin"], env=env["A"]).strip()  # fmt: skip
+        api_url = f"http://{a.address}:{API_PORT}"
+        net.start(a, [*CELLBLOCK, "serve", "--redis", redis_url, "--host", a.address, "--port", str(API_PORT)],
+                  env=env["A"], log="api.log", cwd=REPO)  # fmt: skip
+        cluster = Cluster(net=net, redis_url=redis_url, api_url=api_url, key=key)
+        worker = [*CELLBLOCK, "worker", "--redis", redis_url, "--slots", str(SLOTS)]
+        hide = ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-m", "tests.cluster.hide"]
+        cluster.workers["B"] = net.start(net["B"], [*hide, *hidden_on_b, "--", *worker, "--name", cluster.name("B")],
+                                         env=env["B"], log="worker-B.log", cwd=REPO)  # fmt: skip
+        cluster.workers["C"] = net.start(net["C"], [*worker, "--name", cluster.name("C")], env=env["C"],
+                                         log="worker-C.log", cwd=REPO)  # fmt: skip
+        yield cluster
+    except BaseException:
+        print(net.log_tails())
+        raise
+    finally:
+        net.close()
+
+
+# --- reading the cluster through the API (from host T) -----------------------------------------------------
+
+
+def workers(api: httpx.Client) -> dict[str, dict[str, Any]]:
+    body = api.get("/v1/workers").json()
+    return {w["name"]: w for w in body["workers"]}
+
+
+def job(text: str, run_id: str) -> dict[str, Any]:
+    return {"language": "python3", "files": [{"name": "main.py", "content": ECHO}], "stdin": text, "args": [run_id]}
+
+
+def ruby_job(text: str) -> dict[str, Any]:
+    return {"language": "ruby", "files": [{"name": "main.rb", "content": RUBY_ECHO}], "stdin": text}
+
+
+def submit(api: httpx.Client, jobs: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    response = api.post("/v1/batches", json={"jobs": jobs})
+    assert response.status_code == 202, response.text
+    return response.json()["id"], response.json()["jobs"]
+
+
+def sse(api: httpx.Client, job_id: str, after: str | None = None) -> list[tuple[str, str, Any]]:
+    """(id, type, data) of every event of a job's stream, as a client reads it (resumed after `after`)."""
+    headers = {"Last-Event-ID": after} if after else {}
+    events: list[tuple[str, str, Any]] = []
+    current: dict[str, str] = {}
+    with api.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if not line:
+                if "event" in current:
+                    events.append((current["id"], current["event"], json.loads(current["data"])))
+                current = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                current[name] = value
+    return events
+
+
+def event_time(event_id: str) -> float:
+    """Epoch seconds of a Redis stream entry id (`<ms>-<seq>`)."""
+    return int(event_id.split("-", maxsplit=1)[0]) / 1000
+
+
+def runs(events: list[tuple[str, str, Any]]) -> list[tuple[float, str]]:
+    """(time, worker) of each `running` state event: one per delivery that started the job."""
+    return [(event_time(i), d["worker"]) for i, kind, d in events if kind == "state" and d["state"] == "running"]
+
+
+class BatchWatcher:
+    """A client polling GET /v1/batches/{id}: records each job's result the first time it sees it finished,
+    and every later poll whose result for that job differs (a second result reported to this client)."""
+
+    def __init__(self, api: httpx.Client, batch_id: str) -> None:
+        self.api, self.batch_id = api, batch_id
+        self.first: dict[str, tuple[Any, ...]] = {}
+        self.changed: list[str] = []
+        self.polls = 0
+
+    def poll(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self.api.get(f"/v1/batches/{self.batch_id}").json()["jobs"]
+        self.polls += 1
+        for body in jobs:
+            if body["state"] in ("done", "failed", "cancelled"):
+                seen = (body["state"], body["worker"], body["finished_at"], json.dumps(body["tests"]))
+                if self.first.setdefault(body["id"], seen) != seen:
+                    self.changed.append(body["id"])
+        return jobs
+
+
+def descendants(pid: int) -> set[int]:
+    """`pid` and every process under it, at any depth (a sandbox is in a session of its own, not its group)."""
+    table = process_table()
+    found, frontier = {pid}, [pid]
+    while frontier:
+        frontier = [child for child, (ppid, _) in table.items() if ppid in frontier and child not in found]
+        found.update(frontier)
+    return found
+
+
+def kill_everything_of(pid: int) -> set[int]:
+    """SIGKILL a worker's process group and every descendant; wait until none is left. Returns the pids."""
+    pids = descendants(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    for each in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
+    wait_until(lambda: not (pids & set(process_table())), timeout=10, what="every process of the worker to die")
+    return pids
+
+
+# --- the test -----------------------------------------------------------------------------------------------
+
+
+def test_three_hosts_routing_spread_and_a_worker_host_killed_mid_batch() -> None:
+    ruby = os.path.realpath(shutil.which("ruby") or "ruby not installed")  # the real binary, not its symlink
+    started = time.monotonic()
+    with three_hosts(hidden_on_b=[ruby]) as cluster:
+        net, b, c = cluster.net, cluster.name("B"), cluster.name("C")
+        with net.entered(net["T"]), cluster.client() as api:
+            wait_until(lambda: {b, c} <= set(workers(api)), timeout=150, interval=0.5, what="workers on B and C")
+            ready = time.monotonic() - started
+            check_routing(api, b, c)
+            report = kill_mid_batch(cluster, api, total=500)
+        print(f"\n{net.labels} built, workers self-tested and ready in {ready:.1f} s; {report}")
+    assert net.leftovers() == ([], []), "a namespace or a process of the test survived it"
+    assert net.killed_at_close == [], f"processes outlived their process group: {net.killed_at_close}"
+    print(f"whole test, hosts built to hosts removed: {time.monotonic() - started:.1f} s")
+
+
+def check_routing(api: httpx.Client, b: str, c: str) -> None:
+    """ruby exists only on C: B's worker does not advertise it, and every ruby job runs on C while B is idle."""
+    info = workers(api)
+    assert "ruby" not in info[b]["languages"] and "lang.ruby" not in info[b]["queues"], info[b]
+    assert "ruby" in info[c]["languages"] and "python3" in info[b]["languages"], info
+    languages = {lang["name"]: lang["workers"] for lang in api.get("/v1/languages").json()}
+    assert languages["ruby"] == 1 and languages["python3"] == 2, languages
+    texts = [f"ruby-{i}-{uuid.uuid4().hex[:6]}" for i in range(20)]
+    batch_id, ids = submit(api, [ruby_job(text) for text in texts])
+    wait_until(lambda: api.get(f"/v1/batches/{batch_id}").json()["done"], timeout=60, interval=0.2, what="ruby jobs")
+    for body, text in zip(api.get(f"/v1/batches/{batch_id}").json()["jobs"], texts, strict=True):
+        assert body["state"] == "done" and body["verdict"] == "accepted", body
+        assert body["worker"] == c and body["tests"][0]["run"]["stdout"] == text + "\n", body
+    for job_id in ids:
+        assert {worker for _, worker in runs(sse(api, job_id))} == {c}
+
+
+def kill_mid_batch(cluster: Cluster, api: httpx.Client, total: int) -> str:
+    """The 500-job run (see the module docstring); returns the measurements as one line."""
+    net, b, c = cluster.net, cluster.name("B"), cluster.name("C")
+    texts = [f"job-{i}-{uuid.uuid4().hex}" for i in range(total)]
+    submitted = time.monotonic()
+    batch_id, ids = submit(api, [job(text, net.run_id) for text in texts])
+    watcher = BatchWatcher(api, batch_id)
+
+    def b_mid_batch() -> bool:  # B has finished some jobs and is running others
+        jobs = watcher.poll()
+        finished_on_b = sum(1 for j in jobs if j["state"] == "done" and j["worker"] == b)
+        return finished_on_b >= total // 5 and any(j["state"] == "running" and j["worker"] == b for j in jobs)
+
+    wait_until(b_mid_batch, timeout=120, interval=0.1, what="B to be mid-batch")
+    killed_at = time.time()
+    killed = kill_everything_of(cluster.workers["B"].pid)
+    done_by_kill = len(watcher.first)
+
+    def all_finished() -> bool:
+        return len([j for j in watcher.poll() if j["state"] in ("done", "failed", "cancelled")]) == total
+
+    wait_until(all_finished, timeout=180, interval=0.25, what=f"all {total} jobs to finish")
+    elapsed = time.monotonic() - submitted
+    for _ in range(3):  # a few more polls: a late second result would show as a change
+        watcher.poll()
+    assert cluster.workers["C"].poll() is None, "C's worker died"
+
+    final = {body["id"]: body for body in watcher.poll()}
+    with ThreadPoolExecutor(8) as pool:  # threads started here are inside T's namespace too
+        streams = dict(zip(ids, pool.map(lambda job_id: sse(api, job_id), ids), strict=True))
+        resumed = list(pool.map(lambda job_id: sse(api, job_id, after=streams[job_id][-1][0]), ids))
+    per_host: Counter[str] = Counter()
+    redelivered: list[float] = []
+    for job_id, text in zip(ids, texts, strict=True):
+        body, events = final[job_id], streams[job_id]
+        assert body["state"] == "done" and body["verdict"] == "accepted", body
+        assert body["tests"][0]["run"]["stdout"] == text + "\n", body  # the job's own input: the right job ran
+        results = [data for _, kind, data in events if kind == "result"]
+        assert len(results) == 1 and events[-1][1] == "result", [kind for _, kind, _ in events]
+        assert results[0]["worker"] == body["worker"] and results[0]["tests"] == body["tests"]
+        per_host[body["worker"]] += 1
+        starts = runs(events)
+        if b in [w for _, w in starts] and body["worker"] == c:  # B was running it when killed
+            assert [w for _, w in starts] == [b, c], starts
+            redelivered.append(starts[-1][0] - killed_at)
+        else:
+            assert len(starts) == 1, starts
+    assert resumed == [[]] * total, "a stream went on after its result"
+    assert watcher.changed == [], f"a job's result was reported twice: {watcher.changed[:5]}"
+    assert set(per_host) == {b, c} and sum(per_host.values()) == total, per_host
+    assert redelivered, "B was running no job when it was killed"
+    backlog = api.get("/v1/workers").json()["backlog"]
+    assert set(backlog.values()) <= {0}, backlog
+    broker = redis.Redis.from_url(cluster.redis_url)  # nothing left that a later redelivery could run again
+    wait_until(lambda: broker.hlen("unacked") == 0, timeout=VISIBILITY_TIMEOUT_S + 10, what="no unacked message")
+    return (f"{total} jobs in {elapsed:.1f} s ({total / elapsed:.0f}/s); {done_by_kill} done when every one of "
+            f"B's {len(killed)} processes was killed; per host {dict(per_host)}; {len(redelivered)} jobs B was "
+            f"running redelivered to C after {min(redelivered):.1f}–{max(redelivered):.1f} s (visibility timeout "
+            f"{VISIBILITY_TIMEOUT_S} s + sweep ≤ {RESTORE_SWEEP_S} s); batch polled {watcher.polls} times, "
+            "0 results reported twice")  # fmt: skip
