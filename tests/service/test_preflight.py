@@ -141,3 +141,10 @@ def test_acl_user(root: Path, tcp_redis: TcpRedis) -> None:
     assert done.returncode == 0, done.stderr
     done, _ = run(root, "keys", f"redis://cellblock:not-it@127.0.0.1:{tcp_redis.port}/0")
     assert_one_line(done, 2, "wrong password", secret="not-it")
+
+
+def test_tls_url_to_a_plain_port_is_named(root: Path, tcp_redis: TcpRedis) -> None:
+    """A plain Redis waits for a command while the client waits for a TLS handshake: a timeout that says so."""
+    url = tcp_redis.url().replace("redis://", "rediss://")
+    done, _ = run(root, "webhooks", url)
+    assert_one_line(done, 3, "timed out after 3 s waiting for the TLS handshake", "TLS port", secret=tcp_redis.password)
