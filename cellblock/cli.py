@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -272,6 +271,7 @@ def serve_command(redis_url: str | None, broker_url: str | None, host: str | Non
             sys.exit(serve_embedded(settings, click.echo))
         except CellblockError as exc:
             _fail(exc)
+    _check_cluster_key(settings)
     import uvicorn
 
     from cellblock.api import create_app
@@ -305,6 +305,18 @@ def _check_broker(settings: Settings) -> None:
         _fail(exc)
 
 
+def _check_cluster_key(settings: Settings) -> None:
+    """An API whose cluster keys differ from the cluster's would accept jobs no worker opens: refuse to start."""
+    from cellblock.sealing import Sealer
+    from cellblock.state import check_cluster_key
+
+    try:
+        with _job_store(settings) as client:
+            check_cluster_key(client, Sealer.from_settings(settings))
+    except CellblockError as exc:
+        _fail(exc)
+
+
 def _check_auth(settings: Settings) -> None:
     """Keys required (CELLBLOCK_AUTH=required, or 'auto' off loopback) and none usable: refuse to start."""
     where = f"{settings.api_host}:{settings.api_port}"
@@ -328,17 +340,13 @@ def _check_auth(settings: Settings) -> None:
                         "without keys", field="auth"))  # fmt: skip
 
 
-def _redacted(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", url)
-
-
 @contextlib.contextmanager
 def _job_store(settings: Settings) -> Iterator[Any]:
     """A Redis client on the job store. With nothing configured: the embedded server's socket, or — when
     `cellblock serve` is not running — that same private redis-server started just for this command."""
     import redis
 
-    from cellblock.redis_url import redis_kwargs
+    from cellblock.redis_url import redacted, redis_kwargs
 
     url = settings.job_store_url()
     client = redis.Redis(**redis_kwargs(url), decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
@@ -347,7 +355,7 @@ def _job_store(settings: Settings) -> Iterator[Any]:
         client.ping()
     except (redis.RedisError, OSError) as exc:
         if settings.redis_url is not None:
-            raise InternalError(f"cannot reach the job store at {_redacted(url)}: {exc}") from exc
+            raise InternalError(f"cannot reach the job store at {redacted(url)}: {exc}") from exc
         from cellblock.local import start_redis
 
         child = start_redis(settings)
