@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -42,6 +43,7 @@ from pathlib import Path
 from tests.service.test_reliability import describe_and_kill, process_table, tagged_processes
 
 NETNS_DIR = Path("/run/netns")
+ROOT_VIEW = (["ip", "-o", "link", "show"], ["ip", "-o", "addr", "show"], ["ip", "route", "show", "table", "all"])
 CLONE_NEWNET = 0x40000000
 
 
@@ -60,6 +62,16 @@ def _setns(fd: int) -> None:
 
 def netns_inode(path: Path | str) -> int:
     return os.stat(path).st_ino
+
+
+def root_namespace_view() -> list[str]:
+    """The interfaces, addresses and routes of the namespace we run in, minus counters that move on their own
+    (for a test to show a `Network` adds nothing there)."""
+    lines = []
+    for argv in ROOT_VIEW:
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        lines += [re.sub(r" (state|qlen|valid_lft|preferred_lft) \S+", "", line).strip() for line in out.splitlines()]
+    return sorted(lines)
 
 
 @dataclass
@@ -175,14 +187,16 @@ class Network:
             out.append(f"--- {log.name}\n" + "\n".join(tail))
         return "\n".join(out)
 
-    def processes(self) -> list[int]:
-        """Every live process in one of our namespaces, or whose argv names our temp dir or run id."""
+    def processes(self, host: Host | None = None) -> list[int]:
+        """Every live process in one of our namespaces (or `host`'s only), or — unless `host` is given — whose
+        argv names our temp dir or run id."""
+        inodes = {netns_inode(host.netns)} if host else self.inodes
         inside = []
         for pid in process_table():
             with contextlib.suppress(OSError):
-                if netns_inode(f"/proc/{pid}/ns/net") in self.inodes:
+                if netns_inode(f"/proc/{pid}/ns/net") in inodes:
                     inside.append(pid)
-        tagged = tagged_processes({str(self.root), self.run_id})
+        tagged = [] if host else tagged_processes({str(self.root), self.run_id})
         return sorted({*inside, *tagged} - {os.getpid()})
 
     def leftovers(self) -> tuple[list[str], list[str]]:

@@ -51,7 +51,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from tests.cluster.netns import Network
+from tests.cluster.netns import Network, root_namespace_view
 from tests.service.conftest import wait_until
 from tests.service.rabbitmq import RabbitMQ, running_rabbitmq
 from tests.service.test_reliability import process_table
@@ -250,9 +250,10 @@ def kill_everything_of(pid: int) -> set[int]:
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
 def test_three_hosts_routing_spread_and_a_worker_host_killed_mid_batch(broker: str) -> None:
     ruby = os.path.realpath(shutil.which("ruby") or "ruby not installed")  # the real binary, not its symlink
-    started = time.monotonic()
+    started, root_before = time.monotonic(), root_namespace_view()
     with three_hosts(hidden_on_b=[ruby], broker=broker) as cluster:
         net, b, c = cluster.net, cluster.name("B"), cluster.name("C")
+        assert root_namespace_view() == root_before, "the test's network showed up in the root namespace"
         with net.entered(net["T"]), cluster.client() as api:
             wait_until(lambda: {b, c} <= set(workers(api)), timeout=150, interval=0.5, what="workers on B and C")
             ready = time.monotonic() - started
@@ -297,6 +298,7 @@ def kill_mid_batch(cluster: Cluster, api: httpx.Client, total: int) -> str:
     wait_until(b_mid_batch, timeout=120, interval=0.1, what="B to be mid-batch")
     killed_at = time.time()
     killed = kill_everything_of(cluster.workers["B"].pid)
+    assert net.processes(net["B"]) == [], "a process is still running on host B"
     done_by_kill = len(watcher.first)
 
     def all_finished() -> bool:
