@@ -32,6 +32,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+from amqp.exceptions import AccessRefused, NotAllowed
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -167,10 +168,9 @@ def make_celery(settings: Settings, languages: list[str] | None = None) -> Celer
 
 
 def ping_broker(settings: Settings, timeout_s: float = 3.0) -> None:
-    """Connect to a RabbitMQ broker once, without retries, or raise `InternalError` saying why.
-
-    A Redis broker is checked by `preflight.check_store` (its URL forms, passwords and TLS are Redis's own).
-    """
+    """Connect to a RabbitMQ broker once, without retries, or say why not: `UserError` when RabbitMQ refused us
+    (wrong user or password, no such virtual host: the configuration is wrong), `InternalError` when it could
+    not be reached. A Redis broker is checked by `preflight.check_store` (Redis's URLs, passwords and TLS)."""
     url = settings.celery_broker_url()
     if not is_amqp_url(url):
         return
@@ -178,7 +178,9 @@ def ping_broker(settings: Settings, timeout_s: float = 3.0) -> None:
     try:
         with app.connection_for_write(connect_timeout=timeout_s) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=int(timeout_s) or 1)
-    except Exception as exc:  # kombu raises OperationalError, socket errors, amqp's AccessRefused, ...
+    except (AccessRefused, NotAllowed) as exc:
+        raise UserError(f"the broker at {redacted(url)} refused us ({BROKER_SETTING}): {exc}", field="broker") from exc
+    except Exception as exc:  # kombu's OperationalError, socket errors and timeouts, TLS errors, ...
         why = str(exc) or type(exc).__name__
         raise InternalError(f"cannot reach the broker at {redacted(url)} ({BROKER_SETTING}): {why}") from exc
 

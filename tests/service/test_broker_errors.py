@@ -105,15 +105,16 @@ def test_a_broker_nobody_listens_on_fails_fast(root: Path, store: RedisServer) -
 
 
 def test_wrong_credentials_or_vhost_fail_fast(root: Path, store: RedisServer, rabbitmq: RabbitMQ) -> None:
-    """A real RabbitMQ that refuses us: wrong password, a virtual host that does not exist."""
+    """A real RabbitMQ that refuses us (wrong password, a virtual host that does not exist): a configuration
+    mistake, exit 2, as for Redis."""
     wrong_password = rabbitmq.url().replace(rabbitmq.password, "not-the-password")
     no_vhost = rabbitmq.url("no-such-vhost")
-    for url, why in ((wrong_password, "ACCESS_REFUSED"), (no_vhost, "no-such-vhost")):
+    for url, why in ((wrong_password, "ACCESS_REFUSED"), (no_vhost, "vhost no-such-vhost not found")):
         for argv in commands(store, url):
             code, output, seconds = run(root, *argv)
             print(f"{argv[0]}: exit {code} after {seconds:.1f} s: {output.strip()}")
-            assert code == 3, output
-            assert "cannot reach the broker" in output and why in output, output
+            assert code == 2, output
+            assert "error [broker]: the broker at" in output and "refused us" in output and why in output, output
             assert "Traceback" not in output and rabbitmq.password not in output
 
 
