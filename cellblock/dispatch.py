@@ -192,9 +192,27 @@ class Dispatcher:
         self.app = make_celery(settings)
         self.sealer = Sealer.from_settings(settings)
         amqp = is_amqp_url(settings.celery_broker_url())
+        self.queues_in_store = not amqp  # Redis broker: the queues are lists in the job store
         self.publish_options: dict[str, Any] = (
             {"timeout": PUBLISH_TIMEOUT_S, "confirm_timeout": PUBLISH_TIMEOUT_S} if amqp else {}
         )
+
+    def queue_depths(self, queues: list[str]) -> dict[str, int]:
+        """RabbitMQ: messages ready in each queue (a passive declare each; a queue not declared yet holds 0).
+
+        (A Redis broker's queues are lists in the job store's Redis: `AsyncStore.backlog` reads them directly.)
+        """
+        depths: dict[str, int] = {}
+        with self.app.connection_for_read() as conn:
+            channel: Any = conn.channel()  # py-amqp's Channel (kombu types it as the bare StdChannel)
+            for queue in queues:
+                try:
+                    depths[queue] = int(channel.queue_declare(queue, passive=True).message_count)
+                except conn.channel_errors:  # 404 NOT_FOUND: nobody declared it yet; the channel is closed
+                    depths[queue] = 0
+                    channel = conn.channel()
+            channel.close()
+        return depths
 
     def submit(self, job_id: str, language: str) -> None:
         queue = language_queue(language)  # Celery creates (and declares) it as `task_queue` spells it: same queue

@@ -66,7 +66,7 @@ async def _admit(rt: ApiRuntime, spec: JobSpec, field_prefix: str = "") -> Valid
 
 
 async def _refuse_if_backlogged(rt: ApiRuntime, extra: int = 1) -> None:
-    backlog = sum((await rt.store.backlog(rt.queues())).values())
+    backlog = sum((await rt.backlog()).values())
     if backlog + extra > rt.settings.max_backlog:
         message = f"{backlog} jobs are waiting (limit {rt.settings.max_backlog}); retry later"
         raise ApiError(503, "backlog_full", message, headers={"Retry-After": "5"})
@@ -244,7 +244,7 @@ async def languages(request: Request) -> list[LanguageInfo]:
             dependencies=READ)  # fmt: skip
 async def workers(request: Request) -> WorkersStatus:
     rt = runtime(request)
-    return WorkersStatus(workers=await rt.store.workers(), backlog=await rt.store.backlog(rt.queues()))
+    return WorkersStatus(workers=await rt.store.workers(), backlog=await rt.backlog())
 
 
 @router.get("/healthz", response_model=Health, summary="The API process is up")

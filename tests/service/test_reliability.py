@@ -562,3 +562,28 @@ def test_a_poison_pill_fails_after_max_attempts(broker: Broker) -> None:
             assert broker.leftovers(svc) == (0, 0)
             assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "failed"
         assert worker.poll() is None
+
+
+def test_the_backlog_is_counted_and_bounded_on_either_broker(broker: Broker) -> None:
+    """No worker: accepted jobs wait in the broker. /v1/workers counts them per queue (Redis lists, or RabbitMQ's
+    own counts), and past CELLBLOCK_MAX_BACKLOG a submission is refused with 503 + Retry-After, nothing lost."""
+    with cluster(broker=broker, CELLBLOCK_MAX_BACKLOG="5") as svc:
+        svc.start_api()
+        with svc.client() as api:
+            ids = []
+            for i in range(5):
+                response = api.post("/v1/jobs", json=echo(f"waiting {i}"))
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+                time.sleep(1.1)  # past the API's 1 s cache of RabbitMQ's counts: each submit sees the last one
+            wait_until(lambda: api.get("/v1/workers").json()["backlog"]["lang.python3"] == 5, timeout=5,
+                       what="the backlog to read 5")  # fmt: skip
+            refused = api.post("/v1/jobs", json=echo("one too many"))
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "backlog_full", refused.text
+            assert refused.headers["retry-after"] and broker.leftovers(svc) == (5, 0)
+            svc.start_worker(slots=2)
+            wait_finished(svc, ids, timeout=120)
+            for i, job_id in enumerate(ids):
+                assert_echoed(api, job_id, f"waiting {i}")
+            wait_until(lambda: api.get("/v1/workers").json()["backlog"]["lang.python3"] == 0, timeout=5,
+                       what="the backlog to drain")  # fmt: skip
