@@ -63,8 +63,15 @@ class Embedded:
         self.root = root
         self.data = root / "data"
         self.port = free_port()
+        # Slots of its own (lock dir, uids, cgroup subtree): what the test finds left in them after a stop is this
+        # service's, never that of a worker another test killed on a machine-wide slot meanwhile.
+        self.settings = Settings(slot_lock_dir=root / "slot-locks", first_uid=61000,
+                                 cgroup_name=f"cellblock-embedded-{uuid.uuid4().hex[:8]}")  # fmt: skip
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(root),
-                    "CELLBLOCK_DATA_DIR": str(self.data), "CELLBLOCK_SHUTDOWN_GRACE_S": str(GRACE_S)}  # fmt: skip
+                    "CELLBLOCK_DATA_DIR": str(self.data), "CELLBLOCK_SHUTDOWN_GRACE_S": str(GRACE_S),
+                    "CELLBLOCK_SLOT_LOCK_DIR": str(self.settings.slot_lock_dir),
+                    "CELLBLOCK_FIRST_UID": str(self.settings.first_uid),
+                    "CELLBLOCK_CGROUP_NAME": self.settings.cgroup_name}  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -165,9 +172,8 @@ def slots_running(tags: set[str]) -> set[int]:
     return slots
 
 
-def cgroups_left(slots: set[int]) -> list[str]:
+def cgroups_left(settings: Settings, slots: set[int]) -> list[str]:
     """Run cgroups under the given slots, looked at while holding each slot's lock (so no live run is seen)."""
-    settings = Settings()
     left: list[str] = []
     for index in sorted(slots):
         fd = os.open(settings.slot_lock_dir / f"slot{index}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -193,7 +199,7 @@ def assert_nothing_left(svc: Embedded, tree: dict[int, bytes], slots: set[int]) 
     assert processes_of(svc.data) == []
     assert not svc.data.joinpath("redis", "redis.sock").exists(), "the Redis socket file is left"
     assert mounts_under(svc.data) == []
-    assert cgroups_left(slots) == []
+    assert cgroups_left(svc.settings, slots) == []
 
 
 @pytest.fixture
@@ -209,6 +215,12 @@ def embedded() -> Iterator[Embedded]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 svc.proc.wait(GRACE_S + 30)
         kill_processes_of(svc.data)
+        for subtree in svc.settings.cgroup_root.glob(f"*/{svc.settings.cgroup_name}"):  # its own, emptied by the sweep
+            for slot in subtree.glob("slot*"):
+                with contextlib.suppress(OSError):
+                    slot.rmdir()
+            with contextlib.suppress(OSError):
+                subtree.rmdir()
         shutil.rmtree(root, ignore_errors=True)
 
 
