@@ -54,7 +54,7 @@ from cryptography.fernet import Fernet
 from tests.cluster.netns import Network, root_namespace_view
 from tests.service.conftest import wait_until
 from tests.service.rabbitmq import RabbitMQ, running_rabbitmq
-from tests.service.test_reliability import process_table
+from tests.service.test_reliability import argv_of, children, process_table
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -224,25 +224,34 @@ def broker_leftovers(cluster: Cluster) -> tuple[int, int]:
 
 def tree(pid: int) -> dict[int, bytes]:
     """pid → argv of `pid` and every process under it, at any depth (a sandbox has a session of its own, so
-    the process group alone would miss it)."""
-    table = process_table()
-    found, frontier = {pid}, [pid]
+    the process group alone would miss it). A few /proc reads along the tree, so it is quick."""
+    found: dict[int, bytes] = {}
+    frontier = [pid]
     while frontier:
-        frontier = [child for child, (ppid, _) in table.items() if ppid in frontier and child not in found]
-        found.update(frontier)
-    return {each: table[each][1] for each in found if each in table}
+        found.update((each, argv_of(each)) for each in frontier)
+        frontier = [child for each in frontier for child in children(each) if child not in found]
+    return found
 
 
-def kill_everything_of(pid: int) -> dict[int, bytes]:
-    """SIGKILL a worker's process group and every descendant; wait until none is left. Returns what was killed."""
+def kill_everything_of(pid: int, tag: str, timeout: float = 30) -> tuple[float, dict[int, bytes]]:
+    """At a moment when one of a worker's processes carries `tag` (a job's sandbox: the kill lands inside a
+    running job), SIGKILL its process group and every descendant; wait until none is left.
+    Returns when it was killed (epoch seconds) and what."""
+    deadline = time.monotonic() + timeout
     processes = tree(pid)
+    while not any(tag.encode() in argv for argv in processes.values()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no process of the worker carried {tag} within {timeout} s")
+        time.sleep(0.001)
+        processes = tree(pid)
+    killed_at = time.time()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     for each in processes:
         with contextlib.suppress(ProcessLookupError):
             os.kill(each, signal.SIGKILL)
     wait_until(lambda: not (set(processes) & set(process_table())), timeout=10, what="the worker's processes to die")
-    return processes
+    return killed_at, processes
 
 
 # --- the test -----------------------------------------------------------------------------------------------
@@ -335,13 +344,8 @@ def kill_b_mid_run(cluster: Cluster, watcher: BatchWatcher, total: int, tag: str
     def b_finished_some() -> bool:
         return sum(1 for j in watcher.poll() if j["state"] == "done" and j["worker"] == b) >= total // 5
 
-    def b_running_a_sandbox() -> bool:  # so the kill lands inside a running job, not between two
-        return any(tag.encode() in argv for argv in tree(b_pid).values())
-
     wait_until(b_finished_some, timeout=120, interval=0.1, what=f"B to finish {total // 5} jobs")
-    wait_until(b_running_a_sandbox, timeout=30, interval=0.002, what="a sandbox of B")
-    at = time.time()
-    killed = kill_everything_of(b_pid)
+    at, killed = kill_everything_of(b_pid, tag)
     assert cluster.net.processes(cluster.net["B"]) == [], "a process is still running on host B"
     sandbox = sum(1 for argv in killed.values() if tag.encode() in argv)
     return Kill(at=at, processes=len(killed), sandbox_processes=sandbox, jobs_done=len(watcher.first))
