@@ -51,6 +51,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
+from cellblock.config import Settings
 from tests.cluster.netns import Network, root_namespace_view
 from tests.service.conftest import wait_until
 from tests.service.rabbitmq import RabbitMQ, running_rabbitmq
@@ -73,11 +74,13 @@ RUBY_ECHO = "puts STDIN.read\n"
 @dataclass
 class Cluster:
     net: Network
-    redis_url: str
-    api_url: str
-    key: str
+    slots: Settings  # the sandbox slots' own lock dir, uids and cgroup subtree (`slot_settings`)
+    redis_url: str = ""
+    api_url: str = ""
+    key: str = ""  # an API key with scopes submit, read, admin
     workers: dict[str, Any] = field(default_factory=dict)  # host label → Popen of `cellblock worker`
     rabbit: RabbitMQ | None = None  # the broker when it is RabbitMQ (on host A), else Redis is
+    cgroups_left: list[str] = field(default_factory=list)  # after the end: cgroups that could not be removed
 
     def name(self, label: str) -> str:
         """The worker name of host `label`."""
@@ -88,14 +91,38 @@ class Cluster:
         return httpx.Client(base_url=self.api_url, timeout=timeout, headers={"Authorization": f"Bearer {self.key}"})
 
 
-def host_env(net: Network, label: str, cluster_key: str, redis_url: str) -> dict[str, str]:
+def slot_settings(net: Network, broker: str) -> Settings:
+    """Sandbox slots of this cluster's own (lock dir, uids, cgroup subtree), shared by B and C as slots are per
+    machine: B dies holding a slot, and no other test should find that slot dirty. Each broker variant gets
+    its own uid range, as the two may run at once under pytest -n 2 (60000+ is the default, 61000+ the
+    embedded-serve test's)."""
+    first_uid = {"redis": 62000, "amqp": 62100}[broker]
+    return Settings(slot_lock_dir=net.root / "slot-locks", first_uid=first_uid, max_slots=8,
+                    cgroup_name=f"cellblock-multihost-{net.run_id}")  # fmt: skip
+
+
+def host_env(net: Network, label: str, slots: Settings, cluster_key: str, redis_url: str) -> dict[str, str]:
     home = net.root / label
     home.mkdir(mode=0o711, exist_ok=True)
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
         "CELLBLOCK_DATA_DIR": str(home / "data"), "CELLBLOCK_REDIS_URL": redis_url,
         "CELLBLOCK_CLUSTER_KEYS": cluster_key, "CELLBLOCK_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+        "CELLBLOCK_SLOT_LOCK_DIR": str(slots.slot_lock_dir), "CELLBLOCK_FIRST_UID": str(slots.first_uid),
+        "CELLBLOCK_MAX_SLOTS": str(slots.max_slots), "CELLBLOCK_CGROUP_NAME": slots.cgroup_name,
     }  # fmt: skip
+
+
+def remove_cgroups(slots: Settings) -> list[str]:
+    """Remove the cluster's cgroup subtree under every controller (its processes are gone); what is left."""
+    left = []
+    for subtree in slots.cgroup_root.glob(f"*/{slots.cgroup_name}"):
+        for directory, _, _ in sorted(os.walk(subtree), key=lambda entry: -len(entry[0])):  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        if subtree.exists():
+            left.append(str(subtree))
+    return left
 
 
 @contextlib.contextmanager
@@ -103,28 +130,31 @@ def three_hosts(hidden_on_b: list[str], broker: str) -> Iterator[Cluster]:
     """Hosts A, B, C and the client T: Redis (+ RabbitMQ when `broker` is "amqp") and the API on A, a worker on
     B and on C. Everything is stopped and removed afterwards, whatever happens."""
     net = Network(["A", "B", "C", "T"])
+    cluster = Cluster(net=net, slots=slot_settings(net, broker))
     try:
         with contextlib.ExitStack() as stack:
-            yield start_cluster(net, stack, hidden_on_b, broker)
+            start_cluster(cluster, stack, hidden_on_b, broker)
+            yield cluster
     except BaseException:
         print(net.log_tails())
         raise
     finally:
         net.close()
+        cluster.cgroups_left = remove_cgroups(cluster.slots)
 
 
-def start_cluster(net: Network, stack: contextlib.ExitStack, hidden_on_b: list[str], broker: str) -> Cluster:
-    a = net["A"]
+def start_cluster(cluster: Cluster, stack: contextlib.ExitStack, hidden_on_b: list[str], broker: str) -> None:
+    net, a = cluster.net, cluster.net["A"]
     password = secrets.token_hex(16)
     redis_url = f"redis://:{password}@{a.address}:{REDIS_PORT}/0"
     cluster_key = Fernet.generate_key().decode()
-    env = {label: host_env(net, label, cluster_key, redis_url) for label in ("A", "B", "C")}
+    env = {label: host_env(net, label, cluster.slots, cluster_key, redis_url) for label in ("A", "B", "C")}
     net.start(a, ["redis-server", "--bind", a.address, "--port", str(REDIS_PORT), "--requirepass", password,
                   "--dir", str(net.root / "A"), "--save", "", "--appendonly", "no"],
               env=env["A"], log="redis-server.log")  # fmt: skip
     with net.entered(net["T"]):
         wait_until(lambda: redis.Redis.from_url(redis_url, socket_timeout=1).ping(), what="redis on A")
-    cluster = Cluster(net=net, redis_url=redis_url, api_url=f"http://{a.address}:{API_PORT}", key="")
+    cluster.redis_url, cluster.api_url = redis_url, f"http://{a.address}:{API_PORT}"
     broker_args = []
     if broker == "amqp":
         (net.root / "rabbitmq").mkdir()
@@ -140,7 +170,6 @@ def start_cluster(net: Network, stack: contextlib.ExitStack, hidden_on_b: list[s
                                      env=env["B"], log="worker-B.log", cwd=REPO)  # fmt: skip
     cluster.workers["C"] = net.start(net["C"], [*worker, "--name", cluster.name("C")], env=env["C"],
                                      log="worker-C.log", cwd=REPO)  # fmt: skip
-    return cluster
 
 
 # --- reading the cluster through the API (from host T) -----------------------------------------------------
@@ -271,6 +300,7 @@ def test_three_hosts_routing_spread_and_a_worker_host_killed_mid_batch(broker: s
             report = kill_mid_batch(cluster, api, total=500)
         print(f"\n[{broker}] {net.labels} built, workers self-tested and ready in {ready:.1f} s; {report}")
     assert net.leftovers() == ([], []), "a namespace or a process of the test survived it"
+    assert cluster.cgroups_left == [], "the cluster's cgroups outlived it"
     assert net.killed_at_close == [], f"processes outlived their process group: {net.killed_at_close}"
     print(f"whole test, hosts built to hosts removed: {time.monotonic() - started:.1f} s")
 
