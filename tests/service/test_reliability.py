@@ -285,6 +285,20 @@ def assert_echoed(api: httpx.Client, job_id: str, expected: str) -> None:
 # --- the tests ------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def running_on_one_of_two(svc: Service, tag: str, seconds: float) -> Iterator[tuple[httpx.Client, str, str, str]]:
+    """With workers "first" and "second" started: the API, and a `sleeper` job whose sandbox runs on one of them.
+    Yields (API client, job id, the worker running it, the other one)."""
+    svc.start_api()
+    svc.wait_ready(workers=2)
+    with svc.client() as api:
+        job_id = api.post("/v1/jobs", json=sleeper(tag, seconds)).json()["id"]
+        wait_until(lambda: running_starts(svc, job_id), timeout=30, what="the job to start")
+        victim = running_starts(svc, job_id)[0][1]
+        wait_until(lambda: tagged_processes({tag}), timeout=10, what="the job's sandbox")
+        yield api, job_id, victim, "second" if victim == "first" else "first"
+
+
 def test_sigkill_of_the_process_running_a_job_50_times(broker: Broker) -> None:
     """Each of 50 jobs has its pool process SIGKILLed mid-run: all 50 finish, each after exactly 2 deliveries."""
     tags = [uuid.uuid4().hex for _ in range(50)]
@@ -334,14 +348,7 @@ def test_sigkill_of_a_whole_worker_redelivers_to_the_other(broker: Broker) -> No
     tag = uuid.uuid4().hex
     with cluster([tag], broker, CELLBLOCK_VISIBILITY_TIMEOUT_S="5") as svc:
         procs = {"first": svc.start_worker(slots=1, name="first"), "second": svc.start_worker(slots=1, name="second")}
-        svc.start_api()
-        svc.wait_ready(workers=2)
-        with svc.client() as api:
-            job_id = api.post("/v1/jobs", json=sleeper(tag, 3)).json()["id"]
-            wait_until(lambda: running_starts(svc, job_id), timeout=30, what="the job to start")
-            victim = running_starts(svc, job_id)[0][1]
-            survivor = "second" if victim == "first" else "first"
-            wait_until(lambda: tagged_processes({tag}), timeout=10, what="the job's sandbox")
+        with running_on_one_of_two(svc, tag, seconds=3) as (api, job_id, victim, survivor):
             killed_at = time.time()
             svc.kill_group(procs[victim])
             wait_until(lambda: not tagged_processes({tag}), timeout=5, what="the killed worker's sandbox to die")
@@ -370,14 +377,7 @@ def test_a_frozen_worker_host_is_redelivered_after_its_heartbeats(rabbitmq: Rabb
     tag = uuid.uuid4().hex
     with cluster([tag], broker) as svc:
         procs = {"first": svc.start_worker(slots=1, name="first"), "second": svc.start_worker(slots=1, name="second")}
-        svc.start_api()
-        svc.wait_ready(workers=2)
-        with svc.client() as api:
-            job_id = api.post("/v1/jobs", json=sleeper(tag, 2)).json()["id"]
-            wait_until(lambda: running_starts(svc, job_id), timeout=30, what="the job to start")
-            victim = running_starts(svc, job_id)[0][1]
-            survivor = "second" if victim == "first" else "first"
-            wait_until(lambda: tagged_processes({tag}), timeout=10, what="the job's sandbox")
+        with running_on_one_of_two(svc, tag, seconds=2) as (api, job_id, victim, survivor):
             frozen_at = time.time()
             os.killpg(procs[victim].pid, signal.SIGSTOP)
             try:
