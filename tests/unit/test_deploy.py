@@ -48,6 +48,8 @@ def known_variables() -> set[str]:
     walk(main)
     for source in (ROOT / "tests").rglob("*.py"):  # what the test suite itself reads (CELLBLOCK_CONFORMANCE_DIR)
         names.update(re.findall(r"environ(?:\.get\(|\[)\"(CELLBLOCK_[A-Z0-9_]+)\"", source.read_text()))
+    for source in (ROOT / "cellblock").rglob("*.py"):  # names the code spells out (the SDK's CELLBLOCK_CA_FILE)
+        names.update(re.findall(r"= \"(CELLBLOCK_[A-Z0-9_]+)\"", source.read_text()))
     return names
 
 
