@@ -38,13 +38,12 @@ from kombu import Exchange, Queue
 
 from cellblock.config import Settings
 from cellblock.errors import InternalError, UserError
-from cellblock.redis_url import is_redis_url, kombu_broker, parse_redis_url, redacted
+from cellblock.redis_url import BROKER_SETTING, is_redis_url, kombu_broker, parse_redis_url, redacted
 from cellblock.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
 EXECUTE_TASK = "cellblock.execute"
-BROKER_SETTING = "CELLBLOCK_BROKER_URL / --broker"
 AMQP_SCHEMES = ("amqp", "amqps")
 RABBITMQ_CONSUMER_TIMEOUT_S = 1800  # RabbitMQ's default consumer_timeout (rabbitmq.conf), 3.8.15 and later
 PUBLISH_TIMEOUT_S = 10.0  # a publish or its confirm waits at most this (a broker in a disk alarm blocks forever)

@@ -30,10 +30,9 @@ from redis.retry import Retry
 
 from cellblock.config import Settings
 from cellblock.errors import InternalError, UserError
-from cellblock.redis_url import JOB_STORE_SETTING, RedisTarget, is_redis_url, parse_redis_url, redacted
+from cellblock.redis_url import BROKER_SETTING, JOB_STORE_SETTING, RedisTarget, is_redis_url, parse_redis_url, redacted
 
 TIMEOUT_S = 3.0  # connect, TLS handshake and the PING each; a healthy Redis answers in milliseconds
-BROKER_SETTING = "CELLBLOCK_BROKER_URL / --broker"
 
 
 def check_url(url: str, setting: str = JOB_STORE_SETTING) -> RedisTarget:

@@ -29,6 +29,7 @@ from cellblock.errors import UserError
 
 DEFAULT_PORT = 6379
 JOB_STORE_SETTING = "CELLBLOCK_REDIS_URL / --redis"
+BROKER_SETTING = "CELLBLOCK_BROKER_URL / --broker"
 TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
 QUERY_OPTIONS = ("db", *TLS_OPTIONS)
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
