@@ -468,7 +468,7 @@ def keys_revoke(redis_url: str | None, key_id: str) -> None:
 @click.option("--name", help="Worker name (default: cellblock-<host>-<pid>).")
 def worker_command(redis_url: str | None, broker_url: str | None, slots: int | None, name: str | None) -> None:
     """Join a cluster: self-test every language, then run jobs of those that passed."""
-    from cellblock.worker import start_worker
+    from cellblock.workerhost import start_worker
 
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url, worker_slots=slots)
     if settings.redis_url is None:

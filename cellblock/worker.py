@@ -1,8 +1,7 @@
-"""The Celery side: the execute task, its live events, cancellation, heartbeats, and worker start-up.
+"""The Celery side: the execute task, its live events, cancellation and its lease (`workerhost.py` starts it).
 
-A worker host runs `cellblock worker`: it checks the sandbox, runs every installed language's self-test
-through it, then becomes a Celery prefork worker with one process per sandbox slot, consuming only the
-queues of the languages that passed. A heartbeat thread in the main process publishes `WorkerInfo`.
+Each Celery pool process is one sandbox slot; it runs the jobs it is given through the engine and writes
+their state, events and result to the job store.
 
 Delivery is at least once (late acks, requeue on a lost worker), so `run_job` is idempotent per job id: a job
 already finished or cancelled is skipped, and each delivery bumps an attempt counter; past `max_attempts`
@@ -16,17 +15,14 @@ import codecs
 import json
 import logging
 import os
-import socket
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from celery.exceptions import Reject
 
-from cellblock import __version__
 from cellblock.config import Settings
 from cellblock.dispatch import EXECUTE_TASK, broker_redis_url, language_queue, make_celery
 from cellblock.engine import Engine
@@ -42,11 +38,8 @@ from cellblock.state import (
     JOB_API_KEY_FIELD,
     SEALED_EVENTS,
     TERMINAL_STATES,
-    WORKERS,
-    WorkerInfo,
     api_key_running_key,
     as_fields,
-    check_cluster_key,
     event,
     events_key,
     job_key,
@@ -58,9 +51,8 @@ from cellblock.state import (
     running_key,
     seal_result,
     sealed_event,
-    worker_key,
 )
-from cellblock.toolchains import Status, ToolchainWatch, evaluate, fingerprint
+from cellblock.toolchains import fingerprint
 from cellblock.webhooks import enqueue_webhook
 
 log = logging.getLogger(__name__)
@@ -295,125 +287,6 @@ def build_app(settings: Settings, languages: list[str], name: str, sealer: Seale
     return app
 
 
-def self_test_languages(engine: Engine, say: Callable[[str], None]) -> dict[str, Status]:
-    """Run every installed language's self-test through the real sandbox; the passing ones, by name."""
-    passing: dict[str, Status] = {}
-    for lang in engine.registry.languages:
-        if fingerprint(lang) is None:
-            continue  # not installed here: `cellblock languages` lists it, the worker stays quiet
-        status = evaluate(engine, lang)
-        say(f"{'ok  ' if status.passed else 'FAIL'}  {lang.name} {status.version or ''}"
-            + ("" if status.passed else f": {status.reason}"))  # fmt: skip
-        if status.passed:
-            passing[lang.name] = status
-    return passing
-
-
-class Routing:
-    """Applies the toolchain watch's findings: cancel or add this worker's consumer of each language's queue
-    (Celery remote control, through the broker to this node) and republish the WorkerInfo."""
-
-    def __init__(self, app: Any, node: str, heartbeat: Heartbeat, say: Callable[[str], None]) -> None:
-        self.app = app
-        self.destination = [celery_node_name(node)]
-        self.heartbeat = heartbeat
-        self.say = say
-
-    def __call__(self, added: dict[str, Status], removed: dict[str, Status]) -> None:
-        for name, status in removed.items():
-            self.say(f"FAIL  {name}: {status.reason}; no longer taking its jobs")
-            self.app.control.cancel_consumer(language_queue(name), destination=self.destination)
-        for name, status in added.items():
-            self.say(f"ok    {name} {status.version}: taking its jobs")
-            queue = language_queue(name)
-            self.app.control.add_consumer(queue, exchange=queue, routing_key=queue, destination=self.destination)
-        self.heartbeat.update(added, removed)
-
-
 def celery_node_name(node: str) -> str:
     """Celery's name for a worker started with --hostname NODE (it adds 'celery@' when NODE has no '@')."""
     return node if "@" in node else f"celery@{node}"
-
-
-class Heartbeat(threading.Thread):
-    """Publishes this worker's WorkerInfo every heartbeat_interval_s, with a TTL so a dead host disappears."""
-
-    def __init__(self, settings: Settings, info: WorkerInfo) -> None:
-        super().__init__(daemon=True, name="heartbeat")
-        self.settings = settings
-        self.info = info
-        self.lock = threading.Lock()  # the toolchain watch changes the languages while beats go out
-        self.redis = redis.Redis(**redis_kwargs(settings.job_store_url()), decode_responses=True)
-        self.stopped = threading.Event()
-
-    def update(self, added: dict[str, Status], removed: dict[str, Status]) -> None:
-        """Languages added to or removed from what this worker runs; published at once."""
-        with self.lock:
-            versions = {k: v for k, v in self.info.language_versions.items() if k not in removed}
-            versions.update({name: status.version or "" for name, status in added.items()})
-            self.info.language_versions = dict(sorted(versions.items()))
-            self.info.languages = sorted(versions)
-            self.info.queues = [language_queue(name) for name in self.info.languages]
-        self.beat()
-
-    def beat(self) -> None:
-        busy = self.redis.scard(running_key(self.info.name))
-        with self.lock:
-            self.info.busy, self.info.last_seen = busy, now_iso()
-            payload = self.info.model_dump_json()
-        ttl_ms = int(self.settings.worker_ttl_s * 1000)
-        with self.redis.pipeline() as pipe:
-            pipe.sadd(WORKERS, self.info.name)
-            pipe.set(worker_key(self.info.name), payload, px=ttl_ms)
-            pipe.execute()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.settings.heartbeat_interval_s):
-            try:
-                self.beat()
-            except redis.RedisError as exc:
-                log.warning("heartbeat failed: %s", exc)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        try:
-            self.redis.delete(worker_key(self.info.name))
-            self.redis.srem(WORKERS, self.info.name)
-        except redis.RedisError:
-            pass
-
-
-def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | None = None) -> int:
-    """`cellblock worker`: check the sandbox, self-test languages, consume their queues until stopped."""
-    host = SandboxHost(settings)  # raises SandboxUnavailable: no sandbox, no worker
-    sealer = Sealer.from_settings(settings)
-    with redis.Redis(**redis_kwargs(settings.job_store_url()), socket_timeout=10) as client:
-        check_cluster_key(client, sealer)  # raises SealError: a host with the wrong key takes no job
-    engine = Engine(settings, Registry.load(), host)
-    passing = self_test_languages(engine, say)
-    if not passing:
-        say("no language passed its self-test: this worker would run nothing")
-        return 1
-    node = name or f"cellblock-{socket.gethostname()}-{os.getpid()}"
-    slots = settings.slot_count()
-    info = WorkerInfo(name=node, host=socket.gethostname(), slots=slots, languages=[], queues=[],
-                      version=__version__, started_at=now_iso(), last_seen=now_iso())  # fmt: skip
-    heartbeat = Heartbeat(settings, info)
-    heartbeat.update(passing, {})
-    heartbeat.start()
-    app = build_app(settings, sorted(passing), node, sealer)
-    watch = ToolchainWatch(engine, passing, Routing(app, node, heartbeat, say),
-                           check_interval_s=settings.toolchain_check_interval_s,
-                           self_test_interval_s=settings.self_test_interval_s)  # fmt: skip
-    watch.start()
-    say(f"worker {node}: {slots} slots, queues {', '.join(info.queues)}")
-    try:
-        app.worker_main([
-            "worker", "--pool", "prefork", "--concurrency", str(slots), "--queues", ",".join(info.queues),
-            "--hostname", node, "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--optimization", "fair", "--loglevel", "WARNING", "--max-tasks-per-child", "1000",
-        ])  # fmt: skip
-    finally:
-        watch.stop()
-        heartbeat.stop()
-    return 0
