@@ -16,6 +16,7 @@ from cellblock import __version__
 from cellblock.api.auth import ApiAuth
 from cellblock.api.errors import error_body, install_error_handlers
 from cellblock.api.keys import router as keys_router
+from cellblock.api.piston import router as piston_router
 from cellblock.api.runtime import ApiRuntime
 from cellblock.api.v1 import router as v1_router
 from cellblock.config import Settings
@@ -84,5 +85,6 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1_router)
     app.include_router(keys_router)
+    app.include_router(piston_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_kib * 1024)
     return app
