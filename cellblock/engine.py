@@ -205,20 +205,16 @@ class Engine:
         run_argv = expand(lang.run, source=source, memory_mib=job.run_limits.memory_mib, compile_options=[])
         for index, test in enumerate(tests, start=1):
             test_id = test.id or str(index)
-            raw = steps.run(
-                test_id,
-                RunSpec(
-                    argv=run_argv + (test.args if test.args is not None else spec.args),
-                    limits=limits,
-                    stdin=test.stdin.encode(),
-                    env=lang.env,
-                    ro_binds=lang.ro_binds,
-                    network=spec.network,
-                ),
+            run_spec = RunSpec(
+                argv=run_argv + (test.args if test.args is not None else spec.args),
+                limits=limits,
+                stdin=test.stdin.encode(),
+                env=lang.env,
+                ro_binds=lang.ro_binds,
+                network=spec.network,
+                merge_stderr=spec.merge_stderr,
             )
-            step = to_step_result(raw)
-            steps.finished(test_id, step)
-            verdict, message = self._judge(job, steps.sandbox, test, raw, step)
+            step, verdict, message = self._run_test(job, steps, test_id, test, run_spec)
             result.tests.append(TestResult(id=test_id, verdict=verdict, run=step, checker_message=message))
             if verdict != Verdict.ACCEPTED and spec.stop_on_first_failure and index < len(tests):
                 result.message = f"stopped after test {test_id} (stop_on_first_failure)"
@@ -226,6 +222,29 @@ class Engine:
         result.verdict = next((t.verdict for t in result.tests if t.verdict != Verdict.ACCEPTED), Verdict.ACCEPTED)
         result.files = collect_outputs(box, spec.output_files, self.settings.max_output_files_kib * 1024)
         result.state = JobState.DONE
+
+    def _run_test(
+        self, job: ValidJob, steps: _Steps, test_id: str, test: TestCase, run_spec: RunSpec
+    ) -> tuple[StepResult, Verdict, str | None]:
+        """One test, run `spec.runs` times (Judge0's number_of_runs): the last run's output and verdict with the
+        average time and memory of the runs made; it stops at the first run that is not accepted."""
+        made: list[StepResult] = []
+        for _ in range(job.spec.runs):
+            raw = steps.run(test_id, run_spec)
+            step = to_step_result(raw)
+            steps.finished(test_id, step)
+            verdict, message = self._judge(job, steps.sandbox, test, raw, step)
+            made.append(step)
+            if verdict != Verdict.ACCEPTED:
+                break
+        if len(made) > 1:
+            count = len(made)
+            step = step.model_copy(update={
+                "cpu_time_s": sum(s.cpu_time_s for s in made) / count,
+                "wall_time_s": sum(s.wall_time_s for s in made) / count,
+                "memory_kib": round(sum(s.memory_kib for s in made) / count),
+            })  # fmt: skip
+        return step, verdict, message
 
     def _judge(
         self, job: ValidJob, sandbox: Sandbox, test: TestCase, raw: RawResult, step: StepResult

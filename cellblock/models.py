@@ -151,6 +151,17 @@ class JobSpec(_Strict):
     stop_on_first_failure: bool = Field(
         False, description="Skip the remaining tests after the first failure.", examples=[True]
     )
+    runs: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Run each test this many times; its time and memory are the averages and its output the last "
+        "run's. Stops at the first run that is not accepted (Judge0's number_of_runs).",
+        examples=[3],
+    )
+    merge_stderr: bool = Field(
+        False, description="Send the program's stderr into its stdout, in order, like `2>&1`.", examples=[True]
+    )
     callback_url: str | None = Field(
         None, description="POSTed the JobResult when done (service only).", examples=["https://example.test/hook"]
     )

@@ -18,6 +18,10 @@ Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
     cb:cancel                 pub/sub channel: job ids to cancel
     cb:webhooks               zset   job ids whose callback is due, scored by the time of the next attempt
     cb:webhooks:attempts      hash   job id → delivery attempts made
+    cb:judge0:submissions     zset   job ids submitted through the Judge0 API, scored by submission time (unix s),
+                                     for its paginated listing; members whose job has expired are dropped as
+                                     the listing meets them. Such a job's hash also has the field ``judge0``:
+                                     the sealed Judge0Meta (`cellblock.api.judge0.render`)
     cb:apikeys                set    ids of every API key ever created (revoked ones stay, marked)
     cb:apikey:{key}           hash   record (JSON ApiKey: name, scopes, limits, sha256 of the key, dates),
                                      revoked_at, last_used_at; never the key itself (`cellblock.auth`)
@@ -63,6 +67,8 @@ return left
 WEBHOOK_QUEUE = "cb:webhooks"  # sorted set: job id → when its next delivery attempt is due
 WEBHOOK_ATTEMPTS = "cb:webhooks:attempts"  # hash: job id → attempts made
 WORKERS = "cb:workers"
+JUDGE0_SUBMISSIONS = "cb:judge0:submissions"  # sorted set: Judge0 API job ids by submission time
+JUDGE0_FIELD = "judge0"  # job hash field: the sealed Judge0Meta of a job submitted through the Judge0 API
 API_KEYS = "cb:apikeys"
 JOB_API_KEY_FIELD = "api_key_id"  # job hash field: the id of the API key that submitted the job
 EVENT_STREAM_MAXLEN = 10000

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 
 from cellblock import __version__
+from cellblock.api import judge0
 from cellblock.api.auth import ApiAuth
 from cellblock.api.errors import error_body, install_error_handlers
 from cellblock.api.keys import router as keys_router
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1_router)
     app.include_router(keys_router)
+    judge0.install(app)
     app.include_router(piston_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_kib * 1024)
     return app

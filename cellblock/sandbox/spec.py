@@ -51,6 +51,7 @@ class RunSpec:
     ro_binds: list[str] = field(default_factory=list)  # extra host paths bound read-only at the same place
     network: bool = False
     box_dir: Path | None = None  # host dir bound at /box; the slot's own box when None
+    merge_stderr: bool = False  # the program's fd 2 is its fd 1 (one file, one offset: `2>&1`, in order)
 
 
 @dataclass(frozen=True)

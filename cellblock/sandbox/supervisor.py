@@ -209,7 +209,7 @@ class Supervisor:
                 argv,
                 stdin=stdin_fd,
                 stdout=stdout_fd,
-                stderr=stderr_fd,
+                stderr=stdout_fd if spec.merge_stderr else stderr_fd,
                 pass_fds=(info_w, block_r, seccomp_fd),
                 process_group=0,
                 env={"CELLBLOCK_LAUNCH_CGROUPS": ":".join(str(p) for p in cgroup.procs_files())},
