@@ -1,4 +1,5 @@
-"""Deliver finished jobs to their callback_url: POST the JobResult, retried with exponential backoff.
+"""Deliver finished jobs to their callback_url: POST the JobResult (a Judge0 submission: PUT Judge0's body),
+retried with exponential backoff.
 
 Theory of operation. A finishing worker adds the job id to the sorted set ``cb:webhooks`` scored by when
 the next attempt is due (now). `cellblock webhooks` runs an asyncio loop that atomically *claims* due
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import Any
@@ -25,9 +27,18 @@ import redis
 import redis.asyncio as aioredis
 
 from cellblock.config import Settings
+from cellblock.models import JobResult
 from cellblock.redis_url import redis_kwargs
 from cellblock.sealing import Sealer, SealError
-from cellblock.state import WEBHOOK_ATTEMPTS, WEBHOOK_QUEUE, as_fields, job_key, open_spec, result_from_hash
+from cellblock.state import (
+    JUDGE0_FIELD,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_QUEUE,
+    as_fields,
+    job_key,
+    open_spec,
+    result_from_hash,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,14 @@ return due
 """
 CONCURRENCY = 256
 FIRST_BACKOFF_S = 1.0
+
+
+def judge0_callback(result: JobResult, sealed_meta: str, sealer: Sealer) -> str:
+    """Judge0's callback body; the renderer is the Judge0 API's (pure code, no web framework in it)."""
+    from cellblock.api.judge0.render import Judge0Meta, callback_body
+
+    meta = Judge0Meta.model_validate_json(sealer.open_for(result.id, JUDGE0_FIELD, sealed_meta))
+    return json.dumps(callback_body(result, meta))
 
 
 def enqueue_webhook(client: redis.Redis, job_id: str) -> None:
@@ -68,9 +87,16 @@ class Sender:
             return True
         if not url:
             return True
-        body = result_from_hash(fields, self.sealer).model_dump_json()
+        result = result_from_hash(fields, self.sealer)
+        method, body = "POST", result.model_dump_json()
+        if fields.get(JUDGE0_FIELD):  # a Judge0 submission: Judge0's PUT of its default fields, in base64
+            try:
+                method, body = "PUT", judge0_callback(result, fields[JUDGE0_FIELD], self.sealer)
+            except SealError as exc:
+                log.error("job %s: no webhook, its Judge0 record failed verification: %s", job_id, exc.message)
+                return True
         try:
-            response = await self.http.post(url, content=body, headers={"content-type": "application/json"})
+            response = await self.http.request(method, url, content=body, headers={"content-type": "application/json"})
             if response.is_success:
                 return True
             problem = f"HTTP {response.status_code}"
