@@ -16,7 +16,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -215,7 +215,10 @@ def test_every_verdict_maps_to_judge0s_status(j0: httpx.Client) -> None:
 
 
 def test_compiler_options_and_command_line_arguments(j0: httpx.Client) -> None:
-    source = '#include <stdio.h>\nint main(int c, char **v) { printf("%d", X); for (int i = 1; i < c; i++) printf("|%s", v[i]); }'
+    source = (
+        '#include <stdio.h>\nint main(int c, char **v) { printf("%d", X); '
+        'for (int i = 1; i < c; i++) printf("|%s", v[i]); }'
+    )
     body = run(j0, source_code=source, language_id=50, compiler_options="-DX=42",
                command_line_arguments="a 'b c' d;e")  # fmt: skip
     assert body["status"]["id"] == 3 and body["stdout"] == "42|a|b c|de", body
@@ -286,15 +289,15 @@ def test_list_and_delete(j0: httpx.Client) -> None:
 
 
 class _Hook(BaseHTTPRequestHandler):
-    calls: list[tuple[str, dict[str, Any]]] = []
+    calls: ClassVar[list[tuple[str, dict[str, Any]]]] = []
 
-    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+    def do_PUT(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         self.calls.append(("PUT", body))
         self.send_response(200)
         self.end_headers()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.calls.append(("POST", {}))
         self.send_response(200)
         self.end_headers()
