@@ -194,7 +194,7 @@ def translate(params: dict[str, Any], base64_encoded: bool, settings: Settings,
     source = reader.text("source_code", base64_encoded)
     if project and source is not None and source.strip():
         reader.fail("source_code", "must be blank")
-    elif not project and (source is None or not source.strip()):
+    elif not project and "source_code" not in reader.errors and (source is None or not source.strip()):
         reader.fail("source_code", "can't be blank")
     if project and not reader.present("additional_files"):
         reader.fail("additional_files", "can't be blank")
