@@ -65,6 +65,9 @@ def token(key: str) -> dict[str, str]:
 
 def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, (response.status_code, response.text)
+    if response.request.url.path.startswith("/judge0/") and status in (401, 403):
+        assert response.content == b"", response.text  # Judge0's `head :unauthorized` / `head :forbidden`
+        return {"code": code, "message": "", "field": None}
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
     assert body["error"]["code"] == code, body
@@ -117,7 +120,20 @@ ROUTES = {
     ("POST", "/v1/keys"): ("admin", "read,submit", 201),
     ("GET", "/v1/keys"): ("admin", "read,submit", 200),
     ("DELETE", "/v1/keys/{key_id}"): ("admin", "read,submit", 200),
-}
+    # The Judge0 API (cellblock/api/judge0): X-Auth-Token is the key; X-Auth-User authorization is admin.
+    ("POST", "/judge0/submissions"): ("submit", "read", 201),
+    ("GET", "/judge0/submissions"): ("admin", "read,submit", 200),
+    ("POST", "/judge0/submissions/batch"): ("submit", "read", 201),
+    ("GET", "/judge0/submissions/batch"): ("read", "submit", 200),
+    ("GET", "/judge0/submissions/{token}"): ("read", "submit", 200),
+    ("DELETE", "/judge0/submissions/{token}"): ("admin", "read,submit", 200),
+    **{("GET", f"/judge0/{path}"): ("read", "submit", 200) for path in (
+        "languages", "languages/all", "languages/{language_id}", "statuses", "about", "version", "isolate",
+        "license", "config_info", "workers")},
+    ("POST", "/judge0/authenticate"): ("read", "submit", 200),
+    ("POST", "/judge0/authorize"): ("admin", "read,submit", 200),
+}  # fmt: skip
+J0_QUICK = {"source_code": "print(6 * 7)", "language_id": 71}
 OPEN = {("GET", "/healthz"), ("GET", "/readyz")}
 
 
@@ -131,8 +147,16 @@ def request_for(cluster: Cluster, api: httpx.Client, route: tuple[str, str]) -> 
     if route == ("DELETE", "/v1/keys/{key_id}"):
         created = api.post("/v1/keys", json={"name": "doomed", "scopes": ["read"]}, headers=admin).json()
         return method, f"/v1/keys/{created['id']}", {}
-    body = {"/v1/jobs": QUICK, "/v1/batches": {"jobs": [QUICK, QUICK]}, "/v1/keys": {"name": "n", "scopes": ["read"]}}
-    url = path.replace("{job_id}", cluster.done_job).replace("{batch_id}", cluster.batch)
+    if route == ("DELETE", "/judge0/submissions/{token}"):
+        done = api.post("/judge0/submissions", params={"wait": "true"}, json=J0_QUICK, headers=admin).json()
+        return method, f"/judge0/submissions/{done['token']}", {}
+    body = {"/v1/jobs": QUICK, "/v1/batches": {"jobs": [QUICK, QUICK]}, "/v1/keys": {"name": "n", "scopes": ["read"]},
+            "/judge0/submissions": J0_QUICK, "/judge0/submissions/batch": {"submissions": [J0_QUICK]},
+            "/judge0/authenticate": {}, "/judge0/authorize": {}}  # fmt: skip
+    job = cluster.done_job
+    token = f"{job[:8]}-{job[8:12]}-{job[12:16]}-{job[16:20]}-{job[20:]}"
+    url = path.replace("{job_id}", job).replace("{batch_id}", cluster.batch).replace("{token}", token)
+    url = url.replace("{language_id}", "71") + ("?tokens=" + token if path == "/judge0/submissions/batch" else "")
     return method, url, ({"json": body[path]} if method == "POST" else {})
 
 
@@ -166,7 +190,7 @@ def test_route_needs_a_key_of_its_scope(cluster: Cluster, route: tuple[str, str]
                 assert 'error="invalid_token"' in refused.headers["www-authenticate"]
         for headers in (bearer(cluster.keys[lacking]), token(cluster.keys[lacking])):
             message = error_of(api.request(method, url, headers=headers, **extra), 403, "insufficient_scope")["message"]
-            assert scope in message
+            assert scope in message or url.startswith("/judge0/")  # Judge0's 403 has no body to name it
 
         for headers in (bearer(good), token(good)):
             method, url, extra = request_for(cluster, api, route)
