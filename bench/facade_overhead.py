@@ -1,0 +1,135 @@
+"""What the compatibility facades add per request over /v1: the same small job, interleaved, medians.
+
+Run on demand (root, `cellblock doctor` clean), never as part of the test suite::
+
+    sudo .venv/bin/python bench/facade_overhead.py [--rounds 200] [--server URL]
+
+Without ``--server`` it starts a private service (Redis, one worker, the API; the test suite's helpers) and
+stops it afterwards. For each facade and each operation it times the facade's request and the native /v1
+request doing the same thing, alternating which goes first every round, and prints the medians and the added
+milliseconds (facade median − /v1 median). Target: at most 1 ms per request.
+
+Operations (a facade may leave one out):
+
+* ``submit``  create a job without waiting (the request path: validate, translate, store, queue)
+* ``get``     read a finished job (store read, unseal, render)
+* ``wait``    submit and wait for the result (end to end; dominated by the sandbox, so noisier)
+
+A facade is an entry of FACADES: add Piston's (``/api/v2/execute`` is its ``wait``) next to Judge0's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+SOURCE = "print(input())\n"
+V1_JOB = {"language": "python3", "files": [{"name": "main.py", "content": SOURCE}], "stdin": "hi"}
+Op = Callable[[httpx.Client], None]
+
+
+def v1_submit(api: httpx.Client) -> None:
+    assert api.post("/v1/jobs", json=V1_JOB).status_code == 202
+
+
+def v1_wait(api: httpx.Client) -> None:
+    answer = api.post("/v1/jobs", params={"wait": "true"}, json=V1_JOB)
+    assert answer.status_code == 200 and answer.json()["tests"][0]["run"]["stdout"] == "hi\n"
+
+
+@dataclass
+class Facade:
+    name: str
+    ops: dict[str, Op]
+    native: dict[str, Op] = field(default_factory=dict)  # the /v1 request doing the same
+
+
+def judge0(api: httpx.Client) -> Facade:
+    body = {"source_code": SOURCE, "language_id": 71, "stdin": "hi"}
+    done_v1 = api.post("/v1/jobs", params={"wait": "true"}, json=V1_JOB).json()["id"]
+    done_j0 = api.post("/judge0/submissions", params={"wait": "true"}, json=body).json()["token"]
+
+    def submit(client: httpx.Client) -> None:
+        assert client.post("/judge0/submissions", json=body).status_code == 201
+
+    def get(client: httpx.Client) -> None:
+        assert client.get(f"/judge0/submissions/{done_j0}").json()["stdout"] == "hi\n"
+
+    def wait(client: httpx.Client) -> None:
+        answer = client.post("/judge0/submissions", params={"wait": "true"}, json=body)
+        assert answer.status_code == 201 and answer.json()["stdout"] == "hi\n"
+
+    def v1_get(client: httpx.Client) -> None:
+        assert client.get(f"/v1/jobs/{done_v1}").json()["tests"][0]["run"]["stdout"] == "hi\n"
+
+    return Facade("judge0", {"submit": submit, "get": get, "wait": wait},
+                  {"submit": v1_submit, "get": v1_get, "wait": v1_wait})  # fmt: skip
+
+
+FACADES: list[Callable[[httpx.Client], Facade]] = [judge0]
+
+
+def measure(api: httpx.Client, first: Op, second: Op, rounds: int) -> tuple[list[float], list[float]]:
+    a: list[float] = []
+    b: list[float] = []
+    for index in range(rounds):
+        pair = ((first, a), (second, b)) if index % 2 == 0 else ((second, b), (first, a))
+        for op, into in pair:
+            start = time.perf_counter()
+            op(api)
+            into.append((time.perf_counter() - start) * 1000)
+    return a, b
+
+
+@contextlib.contextmanager
+def server(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from tests.service.conftest import made_service
+
+    with made_service() as svc:
+        svc.start_worker()
+        svc.start_api()
+        svc.wait_ready()
+        yield svc.base_url
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=200, help="pairs of requests per operation (wait: a fifth)")
+    parser.add_argument("--server", help="an API already running (auth off)")
+    args = parser.parse_args()
+    with server(args.server) as url, httpx.Client(base_url=url, timeout=60) as api:
+        print(f"{'facade':8} {'op':7} {'n':>5} {'/v1 ms':>9} {'facade ms':>10} {'added ms':>9}")
+        worst = 0.0
+        for make in FACADES:
+            facade = make(api)
+            for name, op in facade.ops.items():
+                rounds = max(10, args.rounds // 5) if name == "wait" else args.rounds
+                for _ in range(5):  # warm-up: connections, caches
+                    op(api)
+                    facade.native[name](api)
+                ours, native = measure(api, op, facade.native[name], rounds)
+                added = statistics.median(ours) - statistics.median(native)
+                if name != "wait":
+                    worst = max(worst, added)
+                print(f"{facade.name:8} {name:7} {rounds:5d} {statistics.median(native):9.2f} "
+                      f"{statistics.median(ours):10.2f} {added:+9.2f}")  # fmt: skip
+        print(f"largest added per request (submit, get): {worst:+.2f} ms (target <= 1 ms): "
+              + ("ok" if worst <= 1.0 else "OVER"))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
