@@ -32,7 +32,7 @@ from cellblock.models import (
     Verdict,
 )
 from cellblock.sandbox.host import Sandbox, SandboxHost
-from cellblock.sandbox.spec import RawResult, RunLimits, RunSpec
+from cellblock.sandbox.spec import LiveInput, RawResult, RunLimits, RunSpec
 from cellblock.validation import ResolvedLimits, ValidJob, validate_job
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ class _Steps:
     def __init__(self, sandbox: Sandbox, observer: JobObserver | None) -> None:
         self.sandbox = sandbox
         self.observer = observer
+        self.live_input: LiveInput | None = None
 
     def run(self, label: str, spec: RunSpec) -> RawResult:
         if self.observer is None:
@@ -156,6 +157,7 @@ class Engine:
         job_id: str | None = None,
         observer: JobObserver | None = None,
         created_at: datetime | None = None,
+        live_input: LiveInput | None = None,
     ) -> JobResult:
         """Validate, then execute. User errors raise (before anything runs); program failures are verdicts."""
         job = validate_job(spec, self.settings, self.registry)
@@ -168,7 +170,9 @@ class Engine:
         )
         try:
             with self.host.slot() as sandbox, sandbox.workspace() as box:
-                self._execute(job, _Steps(sandbox, observer), box, result)
+                steps = _Steps(sandbox, observer)
+                steps.live_input = live_input if spec.interactive else None
+                self._execute(job, steps, box, result)
         except JobCancelled:
             result.state, result.verdict, result.message = JobState.CANCELLED, None, "cancelled"
         except CellblockError as exc:
@@ -213,6 +217,7 @@ class Engine:
                 ro_binds=lang.ro_binds,
                 network=spec.network,
                 merge_stderr=spec.merge_stderr,
+                live_input=steps.live_input,  # interactive jobs: stdin and signals as they arrive (one run)
             )
             step, verdict, message = self._run_test(job, steps, test_id, test, run_spec)
             result.tests.append(TestResult(id=test_id, verdict=verdict, run=step, checker_message=message))

@@ -49,6 +49,17 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
 
 
+# Signals an interactive job's program may be sent (Piston's list in api/src/api/v2.js, minus SIGEMT, SIGINFO and
+# SIGLOST, which Linux does not have; SIGCLD, SIGIOT, SIGPOLL and SIGUNUSED are Linux's other names for
+# SIGCHLD, SIGABRT, SIGIO and SIGSYS).
+LIVE_SIGNALS = (
+    "SIGABRT", "SIGALRM", "SIGBUS", "SIGCHLD", "SIGCLD", "SIGCONT", "SIGFPE", "SIGHUP", "SIGILL", "SIGINT", "SIGIO",
+    "SIGIOT", "SIGKILL", "SIGPIPE", "SIGPOLL", "SIGPROF", "SIGPWR", "SIGQUIT", "SIGSEGV", "SIGSTKFLT", "SIGSTOP",
+    "SIGTSTP", "SIGSYS", "SIGTERM", "SIGTRAP", "SIGTTIN", "SIGTTOU", "SIGUNUSED", "SIGURG", "SIGUSR1", "SIGUSR2",
+    "SIGVTALRM", "SIGXCPU", "SIGXFSZ", "SIGWINCH",
+)  # fmt: skip
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -161,6 +172,12 @@ class JobSpec(_Strict):
     )
     merge_stderr: bool = Field(
         False, description="Send the program's stderr into its stdout, in order, like `2>&1`.", examples=[True]
+    )
+    interactive: bool = Field(
+        False,
+        description="Feed the run's stdin live from the job's input stream, and let it take signals (service only; "
+        "what Piston's WebSocket /api/v2/connect uses). One run: no `tests`, `runs` = 1.",
+        examples=[False],
     )
     callback_url: str | None = Field(
         None, description="POSTed the JobResult when done (service only).", examples=["https://example.test/hook"]

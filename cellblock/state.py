@@ -8,6 +8,9 @@ Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
                                      result (sealed JobResult, once finished)
     cb:job:{id}:events        stream type ∈ state | step | stdout | stderr | result; data = JSON, sealed for
                                      stdout, stderr and result (SEALED_EVENTS)
+    cb:job:{id}:input         stream an interactive job's live input, written by the API (Piston's WebSocket), read
+                                     by the worker running it: data = sealed JSON {"kind": stdin | eof | signal,
+                                     "data": text} (`input_entry`); expires with the job
     cb:idem:{key}             string the job id an idempotency key maps to
     cb:batch:{id}             hash   created_at, remaining (jobs not finished), jobs (JSON list of job ids)
     cb:cluster:keycheck       string a token sealed with the cluster key; a host whose keys cannot open it
@@ -83,6 +86,33 @@ def job_key(job_id: str) -> str:
 
 def events_key(job_id: str) -> str:
     return f"cb:job:{job_id}:events"
+
+
+def input_key(job_id: str) -> str:
+    return f"cb:job:{job_id}:input"
+
+
+INPUT_KINDS = ("stdin", "eof", "signal")
+
+
+def input_entry(job_id: str, kind: str, data: str, sealer: Sealer) -> dict[Any, Any]:
+    """A stream entry of an interactive job's input, sealed for that job: no other job opens it, and nobody
+    without the cluster key can feed a program or signal it."""
+    assert kind in INPUT_KINDS, kind
+    payload = json.dumps({"kind": kind, "data": data}, separators=(",", ":")).encode()
+    return {"data": sealer.seal_for(job_id, "input", payload)}
+
+
+def open_input(job_id: str, fields: dict[str, str], sealer: Sealer) -> tuple[str, str] | None:
+    """(kind, data) of an input entry; None (logged) when it was not sealed for this job or is malformed."""
+    try:
+        item = json.loads(sealer.open_for(job_id, "input", fields.get("data", "")))
+    except (SealError, ValueError) as exc:
+        log.error("job %s: an input entry failed verification: %s", job_id, getattr(exc, "message", exc))
+        return None
+    if not isinstance(item, dict) or item.get("kind") not in INPUT_KINDS or not isinstance(item.get("data"), str):
+        return None
+    return str(item["kind"]), str(item["data"])
 
 
 def idempotency_key(key: str) -> str:
@@ -193,7 +223,7 @@ def retention_keys(fields: dict[str, str]) -> list[str]:
     """Keys whose retention clock starts when this job finishes: its own and its idempotency key's.
 
     (A batch's clock starts when its last job finishes: BATCH_MEMBER_FINISHED_LUA.)"""
-    keys = [job_key(fields["id"]), events_key(fields["id"])]
+    keys = [job_key(fields["id"]), events_key(fields["id"]), input_key(fields["id"])]
     if fields.get("idempotency_key"):
         keys.append(idempotency_key(fields["idempotency_key"]))
     return keys

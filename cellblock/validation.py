@@ -85,6 +85,8 @@ def validate_job(spec: JobSpec, settings: Settings, registry: Registry) -> Valid
         raise ValidationFailed("network access is disabled on this server", field="network")
     if len(spec.tests) > settings.max_tests:
         raise ValidationFailed(f"{len(spec.tests)} tests, above the maximum of {settings.max_tests}", field="tests")
+    if spec.interactive and (len(spec.tests) > 1 or spec.runs > 1):
+        raise ValidationFailed("an interactive job has one run: no tests list, runs = 1", field="interactive")
     if spec.tests and spec.stdin is not None:
         raise ValidationFailed("give either stdin or tests, not both (each test has its own stdin)", field="stdin")
     for index, pattern in enumerate(spec.output_files):

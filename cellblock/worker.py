@@ -28,6 +28,7 @@ from cellblock.dispatch import EXECUTE_TASK, broker_redis_url, language_queue, m
 from cellblock.engine import Engine
 from cellblock.errors import CellblockError
 from cellblock.languages.registry import Registry
+from cellblock.livefeed import LiveFeed
 from cellblock.models import JobResult, JobState, StepResult, Verdict
 from cellblock.redis_url import redis_kwargs
 from cellblock.sandbox.host import SandboxHost
@@ -232,9 +233,13 @@ def run_job(runtime: Runtime, job_id: str) -> None:
         pipe.xadd(events_key(job_id), event("state", {"state": JobState.RUNNING.value, "worker": runtime.name}))
         pipe.sadd(running_key(runtime.name), job_id)
         pipe.execute()
+    feed = LiveFeed(runtime.settings, runtime.sealer, job_id) if spec.interactive else None
+    if feed is not None:
+        feed.start()  # stdin and signals from the job's input stream, while it runs (livefeed.py)
     try:
         result = runtime.engine.run(spec, job_id=job_id, observer=StreamObserver(runtime, job_id),
-                                    created_at=datetime.fromisoformat(fields["created_at"]))  # fmt: skip
+                                    created_at=datetime.fromisoformat(fields["created_at"]),
+                                    live_input=feed)  # fmt: skip
     except CellblockError as exc:  # e.g. a language this host lost since the API accepted the job
         result = _failed(runtime, fields, exc.message)
     except Exception:  # our bug: the job still ends, as failed, rather than hang in "running" forever
@@ -243,6 +248,8 @@ def run_job(runtime: Runtime, job_id: str) -> None:
     finally:
         runtime.current = None
         runtime.cancelled.discard(job_id)
+        if feed is not None:
+            feed.stop()
     result.worker = runtime.name
     finish(runtime, result, notify=spec.callback_url, fields=fields)
 

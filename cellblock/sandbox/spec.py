@@ -52,6 +52,7 @@ class RunSpec:
     network: bool = False
     box_dir: Path | None = None  # host dir bound at /box; the slot's own box when None
     merge_stderr: bool = False  # the program's fd 2 is its fd 1 (one file, one offset: `2>&1`, in order)
+    live_input: LiveInput | None = None  # interactive: stdin is a pipe fed from this, which also sends signals
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,14 @@ class RawResult:
     stderr_truncated: bool
     message: str | None
     box: Path | None = None
+
+
+class LiveInput(Protocol):
+    """Stdin and signals for an interactive run, as they arrive (the worker reads them from the job's stream)."""
+
+    def take(self) -> list[tuple[str, bytes]]:
+        """Everything that arrived since the last call, never blocking: ("stdin", bytes), ("eof", b"") or
+        ("signal", b"SIGINT")."""
 
 
 class RunObserver(Protocol):

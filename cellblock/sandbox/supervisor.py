@@ -48,6 +48,7 @@ from cellblock.errors import SandboxFailure
 from cellblock.fswalk import any_file_at_least
 from cellblock.sandbox.bwrap import BwrapLayout, launch_argv
 from cellblock.sandbox.cgroups import CgroupDriver, RunCgroup
+from cellblock.sandbox.live import LivePump
 from cellblock.sandbox.outcome import Observation, decide
 from cellblock.sandbox.seccomp import SeccompProgram
 from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
@@ -187,6 +188,11 @@ class Supervisor:
 
     def _run_in(self, cgroup: RunCgroup, spec: RunSpec, observer: RunObserver | None) -> RawResult:
         stdin_fd, stdout_fd, stderr_fd = self._open_io(spec.stdin)
+        pump = None
+        if spec.live_input is not None:  # interactive: stdin is a pipe we feed while it runs (live.py)
+            os.close(stdin_fd)
+            stdin_fd, live_w = os.pipe2(os.O_CLOEXEC)
+            pump = LivePump(spec.live_input, live_w, cgroup)
         info_r, info_w = os.pipe2(os.O_CLOEXEC)
         block_r, block_w = os.pipe2(os.O_CLOEXEC)
         seccomp_fd = self.seccomp.open_fd()
@@ -220,8 +226,11 @@ class Supervisor:
                 os.close(fd)
         try:
             tail = _Tail(observer, (stdout_fd, stderr_fd), spec.limits.output_bytes) if observer else None
-            return self._supervise(proc, cgroup, spec, info_r, (block_r, block_w), tail, (stdout_fd, stderr_fd))
+            return self._supervise(proc, cgroup, spec, info_r, (block_r, block_w), tail, (stdout_fd, stderr_fd),
+                                   pump)  # fmt: skip
         finally:
+            if pump is not None:
+                pump.close()
             for fd in (info_r, block_w, stdout_fd, stderr_fd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -238,6 +247,7 @@ class Supervisor:
         block: tuple[int, int],
         tail: _Tail | None,
         outputs: tuple[int, int],
+        pump: LivePump | None = None,
     ) -> RawResult:
         block_fd_in_child, block_w = block
         launched_ns = time.time_ns() - 10_000_000  # file mtimes use the coarse clock (a jiffy): allow 10 ms
@@ -247,13 +257,15 @@ class Supervisor:
             err, _ = _read_capped(self.identity.io_dir / "stderr", 4096)
             raise SandboxFailure(f"bubblewrap failed to start: {err.decode(errors='replace').strip()}")
         _wait_until_blocked(child_pid, block_fd_in_child)
+        if pump is not None:
+            pump.exclude = {proc.pid, child_pid}  # bwrap's monitor and the namespace init are not the program
         # Everything of the run is in its cgroups from the launcher on; bwrap's setup is not the program's:
         # count CPU from here and start the memory peak afresh.
         baseline_ns = cgroup.cpu_time_ns()
         cgroup.reset_memory_peak()
         started = time.monotonic()
         os.write(block_w, b"1")
-        watch, ended = self._watch(proc, cgroup, spec, (started, baseline_ns), outputs, tail)
+        watch, ended = self._watch(proc, cgroup, spec, (started, baseline_ns), outputs, tail, pump)
         exit_code = proc.wait()
         if tail is not None:
             tail.forward()
@@ -299,6 +311,7 @@ class Supervisor:
         clock: tuple[float, int],
         outputs: tuple[int, int],
         tail: _Tail | None,
+        pump: LivePump | None = None,
     ) -> tuple[_Watch, float]:
         """Wait for exit, enforcing total CPU, wall time and output size. Returns when bwrap has exited."""
         limits = spec.limits
@@ -310,6 +323,8 @@ class Supervisor:
         poller.register(pidfd, select.POLLIN)
         try:
             while True:
+                if pump is not None:
+                    pump.pump()
                 now = time.monotonic()
                 remaining = started + limits.wall_time_s - now
                 timeout = min(self.poll_interval_s, max(remaining, 0.0))

@@ -81,8 +81,9 @@ def test_piston_rspy(svc: Service) -> None:
 
     async def go() -> tuple[Any, Any, Any, Any]:
         runtimes = await client.fetch_runtimes()
-        run = await client.execute(piston_rspy.Executor(language="python", version="3.x", stdin="hi",
-                                                        args=["a"], files=[piston_rspy.File(content=ECHO)]))  # fmt: skip
+        echo = [piston_rspy.File(content=ECHO)]
+        run = await client.execute(piston_rspy.Executor(language="python", version="3.x", stdin="hi", args=["a"],
+                                                        files=echo))  # fmt: skip
         compiled = await client.execute(piston_rspy.Executor(
             language="c++", files=[piston_rspy.File(name="m.cpp", content="int main(){return 5;}")]))  # fmt: skip
         unknown = await client.execute(

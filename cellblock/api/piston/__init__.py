@@ -10,8 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from cellblock.api.piston.rest import router as rest_router
+from cellblock.api.piston.ws import router as ws_router
 
 router = APIRouter()
 router.include_router(rest_router)
+router.include_router(ws_router)
 
 __all__ = ["router"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from cellblock.api.piston.convert import LiveRuntime
 from cellblock.api.piston.semver import parse_version
@@ -45,7 +45,7 @@ class RuntimeCache:
         return out
 
 
-async def live_runtimes(request: Request) -> list[LiveRuntime]:
+async def live_runtimes(request: HTTPConnection) -> list[LiveRuntime]:
     """The app's cache (made on first use: the Piston routes own it, `create_app` need not know it)."""
     state = request.app.state
     cache: RuntimeCache | None = getattr(state, "piston_runtimes", None)

@@ -115,6 +115,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cellblock-launch: the worker is gone\n");
         return 125;
     }
+    /* The program starts with no blocked and no ignored signals, whatever the worker process had (a Celery pool
+     * process blocks and ignores some): signals sent to it (Piston's WebSocket) act as on a terminal. */
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) die("sigprocmask");
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);  /* fails harmlessly for 32/33 (glibc's) */
     execv(argv[10], &argv[10]);
     fprintf(stderr, "cellblock-launch: exec %s: %s\n", argv[10], strerror(errno));
     return 127;
