@@ -132,7 +132,11 @@ ROUTES = {
         "license", "config_info", "workers")},
     ("POST", "/judge0/authenticate"): ("read", "submit", 200),
     ("POST", "/judge0/authorize"): ("admin", "read,submit", 200),
+    # The Piston API (cellblock/api/piston); its WebSocket /api/v2/connect: test_piston_websocket_needs_a_key.
+    ("GET", "/api/v2/runtimes"): ("read", "submit", 200),
+    ("POST", "/api/v2/execute"): ("submit", "read", 200),
 }  # fmt: skip
+PISTON_QUICK = {"language": "python", "version": "*", "files": [{"content": "print(6 * 7)"}]}
 J0_QUICK = {"source_code": "print(6 * 7)", "language_id": 71}
 OPEN = {("GET", "/healthz"), ("GET", "/readyz")}
 
@@ -152,7 +156,7 @@ def request_for(cluster: Cluster, api: httpx.Client, route: tuple[str, str]) -> 
         return method, f"/judge0/submissions/{done['token']}", {}
     body = {"/v1/jobs": QUICK, "/v1/batches": {"jobs": [QUICK, QUICK]}, "/v1/keys": {"name": "n", "scopes": ["read"]},
             "/judge0/submissions": J0_QUICK, "/judge0/submissions/batch": {"submissions": [J0_QUICK]},
-            "/judge0/authenticate": {}, "/judge0/authorize": {}}  # fmt: skip
+            "/judge0/authenticate": {}, "/judge0/authorize": {}, "/api/v2/execute": PISTON_QUICK}  # fmt: skip
     job = cluster.done_job
     token = f"{job[:8]}-{job[8:12]}-{job[12:16]}-{job[16:20]}-{job[20:]}"
     url = path.replace("{job_id}", job).replace("{batch_id}", cluster.batch).replace("{token}", token)
@@ -544,3 +548,21 @@ def test_embedded_keys_are_made_before_serving_and_then_required(data_dir: tuple
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     assert proc.returncode == 0
+
+
+def test_piston_websocket_needs_a_key(cluster: Cluster) -> None:
+    """/api/v2/connect authenticates on connect (scope submit): the handshake is refused in our error shape."""
+    import json
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = cluster.svc.base_url.replace("http://", "ws://") + "/api/v2/connect"
+    for headers, status in (({}, 401), (bearer("nope"), 401), (bearer(cluster.keys["read"]), 403)):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=headers, open_timeout=10)
+        assert refused.value.response.status_code == status
+        assert set(json.loads(refused.value.response.body)["error"]) == {"code", "message", "field"}
+    with connect(url, additional_headers=token(cluster.keys["submit"]), open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "init", **PISTON_QUICK}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "runtime"
