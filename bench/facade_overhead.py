@@ -76,7 +76,25 @@ def judge0(api: httpx.Client) -> Facade:
                   {"submit": v1_submit, "get": v1_get, "wait": v1_wait})  # fmt: skip
 
 
-FACADES: list[Callable[[httpx.Client], Facade]] = [judge0]
+def piston(api: httpx.Client) -> Facade:
+    """Piston has no submit-only or get: /api/v2/execute is a `wait`; /api/v2/runtimes is timed against
+    /v1/languages (both read the live workers) as its `list`."""
+    body = {"language": "python", "version": "*", "files": [{"content": SOURCE}], "stdin": "hi"}
+
+    def execute(client: httpx.Client) -> None:
+        answer = client.post("/api/v2/execute", json=body)
+        assert answer.status_code == 200 and answer.json()["run"]["stdout"] == "hi\n"
+
+    def runtimes(client: httpx.Client) -> None:
+        assert client.get("/api/v2/runtimes").status_code == 200
+
+    def v1_languages(client: httpx.Client) -> None:
+        assert client.get("/v1/languages").status_code == 200
+
+    return Facade("piston", {"list": runtimes, "wait": execute}, {"list": v1_languages, "wait": v1_wait})
+
+
+FACADES: list[Callable[[httpx.Client], Facade]] = [judge0, piston]
 
 
 def measure(api: httpx.Client, first: Op, second: Op, rounds: int) -> tuple[list[float], list[float]]:
