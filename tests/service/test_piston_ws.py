@@ -204,7 +204,6 @@ def test_exploit_input_and_signals_stay_inside_their_own_job(svc: Service) -> No
             code, _ = closed_with(a)
             assert code == 4999
         assert bystander.poll() is None, "a host process was signalled"
-        assert os.getpid() > 0
     finally:
         bystander.send_signal(signal.SIGKILL)
         bystander.wait()
