@@ -8,7 +8,6 @@ reaches the program's own processes and that one job's input never reaches anoth
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
