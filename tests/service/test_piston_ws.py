@@ -86,7 +86,7 @@ def test_interactive_stdin_output_and_end_of_input(svc: Service) -> None:
         init(ws, ECHO)
         runtime = json.loads(ws.recv(timeout=10))
         assert runtime["type"] == "runtime" and runtime["language"] == "python" and runtime["version"].startswith("3")
-        assert until(ws, lambda m: m["type"] == "stage") [-1] == {"type": "stage", "stage": "run"}
+        assert until(ws, lambda m: m["type"] == "stage")[-1] == {"type": "stage", "stage": "run"}
         ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "hello\n"}))
         assert stdout_of(until(ws, lambda m: m["type"] == "data")) == "HELLO\n"  # answered while it still runs
         ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "again\n"}))
