@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 
 from cellblock import __version__
-from cellblock.api import judge0
+from cellblock.api import judge0, web
 from cellblock.api.auth import ApiAuth
 from cellblock.api.errors import error_body, install_error_handlers
 from cellblock.api.keys import router as keys_router
@@ -88,5 +88,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys_router)
     judge0.install(app)
     app.include_router(piston_router)
+    web.install(app)  # the UI at / and /assets (cellblock/api/web.py)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_kib * 1024)
     return app
