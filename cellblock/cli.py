@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +240,22 @@ def _service_settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+_log_format_option = click.option(
+    "--log-format", type=click.Choice(["text", "json"]),
+    help="Logs on stderr as text lines or one JSON object a line (default: $CELLBLOCK_LOG_FORMAT, else text).",
+)  # fmt: skip
+
+
+def _start_logging(settings: Settings) -> Callable[[str], None]:
+    """Configure the logs (`cellblock.logs`); the children of the embedded launcher inherit the format. Returns
+    how to tell the operator something: printed in text mode, a log line in JSON mode."""
+    from cellblock.logs import configure, sayer
+
+    configure(settings.log_format, settings.log_level)
+    os.environ["CELLBLOCK_LOG_FORMAT"] = settings.log_format
+    return sayer(settings.log_format, click.echo)
+
+
 @main.command("serve")
 @click.option("--redis", "redis_url", help="Use this Redis (redis://, rediss://, unix://) and run the API only.")
 @click.option("--broker", "broker_url", help="Celery broker URL (default: the Redis).")
@@ -252,13 +268,15 @@ def _service_settings(**overrides: Any) -> Settings:
               "(PEM; CELLBLOCK_TLS_CERT_FILE).")  # fmt: skip
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="The certificate's unencrypted key "
               "(PEM; CELLBLOCK_TLS_KEY_FILE).")  # fmt: skip
+@_log_format_option
 def serve_command(redis_url: str | None, broker_url: str | None, host: str | None, port: int | None,
                   slots: int | None, insecure_no_auth: bool, tls_cert: Path | None,
-                  tls_key: Path | None) -> None:  # fmt: skip
+                  tls_key: Path | None, log_format: str | None) -> None:  # fmt: skip
     """Run Cellblock. Without --redis: a private Redis, workers and the API, nothing to configure."""
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url, api_host=host, api_port=port,
                                  worker_slots=slots, auth="off" if insecure_no_auth else None,
-                                 tls_cert_file=tls_cert, tls_key_file=tls_key)  # fmt: skip
+                                 tls_cert_file=tls_cert, tls_key_file=tls_key, log_format=log_format)  # fmt: skip
+    say = _start_logging(settings)
     _preflight(settings, api=True)
     _check_broker(settings)
     if insecure_no_auth:
@@ -268,7 +286,7 @@ def serve_command(redis_url: str | None, broker_url: str | None, host: str | Non
         from cellblock.local import serve_embedded
 
         try:
-            sys.exit(serve_embedded(settings, click.echo))
+            sys.exit(serve_embedded(settings, say))
         except CellblockError as exc:
             _fail(exc)
     _check_cluster_key(settings)
@@ -276,9 +294,11 @@ def serve_command(redis_url: str | None, broker_url: str | None, host: str | Non
 
     from cellblock.api import create_app
 
+    # log_config=None: uvicorn's loggers go through ours (cellblock.logs); the access line is the API's own
+    # (cellblock.observability.http), which carries the request id.
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
                 timeout_graceful_shutdown=10, ssl_certfile=settings.tls_cert_file,
-                ssl_keyfile=settings.tls_key_file)  # fmt: skip
+                ssl_keyfile=settings.tls_key_file, log_config=None, access_log=False)  # fmt: skip
 
 
 def _preflight(settings: Settings, *, api: bool = False) -> None:
@@ -466,17 +486,21 @@ def keys_revoke(redis_url: str | None, key_id: str) -> None:
 @click.option("--broker", "broker_url", help="Celery broker URL, e.g. amqp://… for RabbitMQ.")
 @click.option("--slots", type=int, help="Sandbox slots on this host (default: one per core).")
 @click.option("--name", help="Worker name (default: cellblock-<host>-<pid>).")
-def worker_command(redis_url: str | None, broker_url: str | None, slots: int | None, name: str | None) -> None:
+@_log_format_option
+def worker_command(redis_url: str | None, broker_url: str | None, slots: int | None, name: str | None,
+                   log_format: str | None) -> None:  # fmt: skip
     """Join a cluster: self-test every language, then run jobs of those that passed."""
     from cellblock.workerhost import start_worker
 
-    settings = _service_settings(redis_url=redis_url, broker_url=broker_url, worker_slots=slots)
+    settings = _service_settings(redis_url=redis_url, broker_url=broker_url, worker_slots=slots,
+                                 log_format=log_format)  # fmt: skip
+    say = _start_logging(settings)
     if settings.redis_url is None:
         _fail(UserError("a worker needs --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
     _preflight(settings)
     _check_broker(settings)
     try:
-        sys.exit(start_worker(settings, click.echo, name=name))
+        sys.exit(start_worker(settings, say, name=name))
     except CellblockError as exc:
         _fail(exc)
 
@@ -484,11 +508,13 @@ def worker_command(redis_url: str | None, broker_url: str | None, slots: int | N
 @main.command("webhooks")
 @click.option("--redis", "redis_url", help="The cluster's Redis.")
 @click.option("--broker", "broker_url", help="Celery broker URL.")
-def webhooks_command(redis_url: str | None, broker_url: str | None) -> None:
+@_log_format_option
+def webhooks_command(redis_url: str | None, broker_url: str | None, log_format: str | None) -> None:
     """Deliver finished jobs to their callback_url (asyncio, retried with backoff; no sandbox needed)."""
     from cellblock.webhooks import run_sender
 
-    settings = _service_settings(redis_url=redis_url, broker_url=broker_url)
+    settings = _service_settings(redis_url=redis_url, broker_url=broker_url, log_format=log_format)
+    _start_logging(settings)
     if settings.redis_url is None:
         _fail(UserError("webhooks need --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
     _preflight(settings)

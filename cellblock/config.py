@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     webhook_attempts: int = Field(6, ge=1, description="POSTs of a result to callback_url before giving up.")
     webhook_timeout_s: float = Field(10.0, gt=0)
     shutdown_grace_s: float = Field(30.0, ge=0, description="How long running jobs may finish on shutdown.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Service logs on stderr: text lines, or one JSON object a line (cellblock.logs)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Level of Cellblock's own loggers (other libraries log at WARNING)."
+    )
+    metrics_open: bool = Field(
+        False,
+        description="Serve GET /metrics without an API key even when keys are required (a scraper on a private "
+        "network); otherwise it needs a key with the 'read' scope, as every other route.",
+    )
     default_run: LimitBounds = DEFAULT_RUN
     max_run: LimitBounds = MAX_RUN
     default_compile: LimitBounds = DEFAULT_COMPILE

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from cellblock.checkers import check
 from cellblock.config import Settings
-from cellblock.errors import CellblockError, InternalError
+from cellblock.errors import CellblockError, InternalError, SandboxFailure
 from cellblock.files import collect_outputs, encode_output, write_files
 from cellblock.languages.registry import Language, Registry, expand
 from cellblock.models import (
@@ -178,7 +178,10 @@ class Engine:
         except CellblockError as exc:
             if not isinstance(exc, InternalError):
                 raise
-            log.error("job %s failed internally: %s", result.id, exc.message)
+            # Only our sandbox's own failures are logged in words: other messages may quote a custom checker's
+            # output, and no user data goes in a log line (the user gets the message in the result).
+            detail = exc.message if isinstance(exc, SandboxFailure) else exc.code
+            log.error("job %s failed internally: %s", result.id, detail)
             result.state, result.verdict, result.message = JobState.FAILED, Verdict.INTERNAL_ERROR, exc.message
         result.finished_at = now()
         return result

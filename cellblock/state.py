@@ -4,7 +4,7 @@ spec, state, live events and result live here, where the API reads them.
 Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
 
     cb:job:{id}               hash   spec (sealed JobSpec), language, state, created_at, started_at,
-                                     finished_at, worker, attempts, batch, idempotency_key,
+                                     finished_at, worker, attempts, batch, idempotency_key, request_id,
                                      result (sealed JobResult, once finished)
     cb:job:{id}:events        stream type ∈ state | step | stdout | stderr | result; data = JSON, sealed for
                                      stdout, stderr and result (SEALED_EVENTS)
@@ -19,6 +19,8 @@ Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
     cb:worker:{name}          string JSON WorkerInfo, expiring after worker_ttl_s without a heartbeat
     cb:worker:{name}:running  set    job ids that worker is running now
     cb:cancel                 pub/sub channel: job ids to cancel
+    cb:metrics                hash   job metrics of the whole cluster, written with each result
+                                     (`cellblock.observability.jobstats`): field = JSON [metric, labels, part]
     cb:webhooks               zset   job ids whose callback is due, scored by the time of the next attempt
     cb:webhooks:attempts      hash   job id → delivery attempts made
     cb:judge0:submissions     zset   job ids submitted through the Judge0 API, scored by submission time (unix s),
@@ -78,6 +80,8 @@ EVENT_STREAM_MAXLEN = 10000
 TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 SEALED_EVENTS = frozenset({"stdout", "stderr", "result"})  # event types whose data is the program's or its result
 CLUSTER_KEY_CHECK = "cb:cluster:keycheck"  # string: a token every host of the cluster must open (`check_cluster_key`)
+METRICS_KEY = "cb:metrics"  # hash: the cluster's job metrics (cellblock.observability.jobstats)
+REQUEST_ID_FIELD = "request_id"  # job hash field: the API request that submitted the job, for the logs (clear)
 
 
 def job_key(job_id: str) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 from celery.exceptions import Reject
+from celery.signals import setup_logging
 
 from cellblock.config import Settings
 from cellblock.dispatch import EXECUTE_TASK, broker_redis_url, language_queue, make_celery
@@ -29,7 +30,10 @@ from cellblock.engine import Engine
 from cellblock.errors import CellblockError
 from cellblock.languages.registry import Registry
 from cellblock.livefeed import LiveFeed
+from cellblock.logs import configure as configure_logging
+from cellblock.logs import job_context
 from cellblock.models import JobResult, JobState, StepResult, Verdict
+from cellblock.observability import jobstats
 from cellblock.redis_url import redis_kwargs
 from cellblock.sandbox.host import SandboxHost
 from cellblock.sealing import Sealer, SealError
@@ -37,6 +41,7 @@ from cellblock.state import (
     CANCEL_CHANNEL,
     EVENT_STREAM_MAXLEN,
     JOB_API_KEY_FIELD,
+    REQUEST_ID_FIELD,
     SEALED_EVENTS,
     TERMINAL_STATES,
     api_key_running_key,
@@ -127,6 +132,8 @@ class StreamObserver:
         self.job_id = job_id
         self.label = ""
         self.decoders: dict[str, codecs.IncrementalDecoder] = {}
+        self.step_began = 0.0
+        self.overheads: list[tuple[str, float]] = []  # (compile | run, seconds) for the metrics (jobstats)
 
     def _emit(self, kind: str, data: Any) -> None:
         if kind in SEALED_EVENTS:
@@ -141,6 +148,7 @@ class StreamObserver:
     def step_started(self, label: str) -> None:
         self.label = label
         self.decoders = {name: codecs.getincrementaldecoder("utf-8")() for name in ("stdout", "stderr")}
+        self.step_began = time.monotonic()
         self._emit("step", {"step": label, "phase": "started"})
 
     def output(self, stream: str, data: bytes) -> None:
@@ -153,14 +161,22 @@ class StreamObserver:
             self._emit(stream, {"step": self.label, "data": text, "encoding": encoding})
 
     def step_finished(self, label: str, step: StepResult) -> None:
+        # The sandbox's overhead: the step's whole time in the slot (namespaces, cgroups, launch, cleanup, reading
+        # the output) minus the program's own wall time, which the supervisor clocks from release to exit.
+        overhead = time.monotonic() - self.step_began - step.wall_time_s
+        self.overheads.append(("compile" if label == "compile" else "run", overhead))
+        log.debug("step %s: %s, cpu %.3f s, wall %.3f s, memory %d KiB, sandbox overhead %.4f s", label,
+                  step.outcome.value, step.cpu_time_s, step.wall_time_s, step.memory_kib, overhead)  # fmt: skip
         self._emit("step", {"step": label, "phase": "finished", "outcome": step.outcome.value})
 
     def cancelled(self) -> bool:
         return self.job_id in self.runtime.cancelled
 
 
-def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: dict[str, str]) -> None:
-    """Store the result and end the event stream in one transaction; then the retention clock starts."""
+def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: dict[str, str],
+           overheads: list[tuple[str, float]] | None = None) -> None:  # fmt: skip
+    """Store the result, count it in the metrics and end the event stream in one transaction; then the
+    retention clock starts."""
     r, ttl = runtime.redis, runtime.settings.result_retention_s
     sealed = seal_result(result, runtime.sealer)
     with r.pipeline(transaction=True) as pipe:
@@ -175,7 +191,9 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: d
         pipe.srem(running_key(runtime.name), result.id)
         if fields.get(JOB_API_KEY_FIELD):  # the job counted in its API key's max_running (cellblock.quotas)
             pipe.zrem(api_key_running_key(fields[JOB_API_KEY_FIELD]), result.id)
+        jobstats.record(pipe, jobstats.sample_of(result, overheads))
         pipe.execute()
+    log.info("job %s finished: %s, %s", result.id, result.state.value, result.verdict.value if result.verdict else "-")
     if notify:
         enqueue_webhook(r, result.id)
 
@@ -206,8 +224,13 @@ def _check_toolchain(runtime: Runtime, language: str) -> None:
 
 
 def run_job(runtime: Runtime, job_id: str) -> None:
+    fields = as_fields(runtime.redis.hgetall(job_key(job_id)))
+    with job_context(job_id, fields.get(REQUEST_ID_FIELD)):  # every line about this job names its request
+        _run_job(runtime, job_id, fields)
+
+
+def _run_job(runtime: Runtime, job_id: str, fields: dict[str, str]) -> None:
     r = runtime.redis
-    fields = as_fields(r.hgetall(job_key(job_id)))
     if "spec" not in fields:
         log.warning("job %s: not in the job store, skipped", job_id)  # expired, or never stored
         return
@@ -233,11 +256,13 @@ def run_job(runtime: Runtime, job_id: str) -> None:
         pipe.xadd(events_key(job_id), event("state", {"state": JobState.RUNNING.value, "worker": runtime.name}))
         pipe.sadd(running_key(runtime.name), job_id)
         pipe.execute()
+    log.debug("job %s started (%s, attempt %d)", job_id, fields.get("language", ""), attempts)
     feed = LiveFeed(runtime.settings, runtime.sealer, job_id) if spec.interactive else None
+    observer = StreamObserver(runtime, job_id)
     if feed is not None:
         feed.start()  # stdin and signals from the job's input stream, while it runs (livefeed.py)
     try:
-        result = runtime.engine.run(spec, job_id=job_id, observer=StreamObserver(runtime, job_id),
+        result = runtime.engine.run(spec, job_id=job_id, observer=observer,
                                     created_at=datetime.fromisoformat(fields["created_at"]),
                                     live_input=feed)  # fmt: skip
     except CellblockError as exc:  # e.g. a language this host lost since the API accepted the job
@@ -251,7 +276,7 @@ def run_job(runtime: Runtime, job_id: str) -> None:
         if feed is not None:
             feed.stop()
     result.worker = runtime.name
-    finish(runtime, result, notify=spec.callback_url, fields=fields)
+    finish(runtime, result, notify=spec.callback_url, fields=fields, overheads=observer.overheads)
 
 
 _RUNTIME: dict[int, Runtime] = {}
@@ -269,6 +294,11 @@ def _runtime(settings: Settings, name: str, sealer: Sealer) -> Runtime:
 def build_app(settings: Settings, languages: list[str], name: str, sealer: Sealer) -> Any:
     """The worker's Celery app. `sealer` is made once, before the fork: every pool process shares the keys."""
     app = make_celery(settings, languages)
+
+    def own_logging(**_: Any) -> None:  # a receiver keeps Celery from installing its handlers (main and pool)
+        configure_logging(settings.log_format, settings.log_level)
+
+    setup_logging.connect(own_logging, weak=False)
 
     @app.task(name=EXECUTE_TASK, max_retries=0, bind=True)
     def execute(self: Any, token: Any = None, *extra: Any, **kwargs: Any) -> None:

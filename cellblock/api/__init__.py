@@ -21,6 +21,7 @@ from cellblock.api.piston import router as piston_router
 from cellblock.api.runtime import ApiRuntime
 from cellblock.api.v1 import router as v1_router
 from cellblock.config import Settings
+from cellblock.observability.exporter import install as install_observability
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -90,4 +91,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(piston_router)
     web.install(app)  # the UI at / and /assets (cellblock/api/web.py)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_kib * 1024)
+    install_observability(app, settings)  # GET /metrics; request ids and HTTP metrics, outermost of all
     return app

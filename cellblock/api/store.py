@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from cellblock.config import Settings
+from cellblock.logs import REQUEST_ID
 from cellblock.models import JobResult, JobSpec, JobState
+from cellblock.observability import jobstats
 from cellblock.redis_url import redis_kwargs
 from cellblock.sealing import Sealer
 from cellblock.state import (
     BATCH_MEMBER_FINISHED_LUA,
     CANCEL_CHANNEL,
+    REQUEST_ID_FIELD,
     TERMINAL_STATES,
     WORKERS,
     WorkerInfo,
@@ -35,6 +39,7 @@ from cellblock.state import (
 )
 
 Event = tuple[str, str, Any]  # (stream id, type, data)
+log = logging.getLogger(__name__)
 
 
 class AsyncStore:
@@ -58,17 +63,24 @@ class AsyncStore:
         No expiry yet: a job's keys (and its batch's and idempotency key's) start their retention clock when the
         job finishes, so nothing about a queued job can expire however long the backlog is.
         """
+        request_id = REQUEST_ID.get()  # the submitting request's, for the worker's log lines (cellblock.logs)
         async with self.redis.pipeline(transaction=True) as pipe:
             for job_id, spec in jobs:
                 fields = new_job_fields(job_id, spec, self.sealer, batch_id)
                 if idempotency:
                     fields["idempotency_key"] = idempotency
+                if request_id:
+                    fields[REQUEST_ID_FIELD] = request_id
                 pipe.hset(job_key(job_id), mapping=fields)
                 pipe.xadd(events_key(job_id), event("state", {"state": JobState.QUEUED.value}))
             if batch_id:
                 pipe.hset(batch_key(batch_id), mapping={"created_at": now_iso(), "remaining": len(jobs),
                                                          "jobs": json.dumps([j for j, _ in jobs])})  # fmt: skip
             await pipe.execute()
+        if batch_id:
+            log.info("batch %s: %d jobs stored", batch_id, len(jobs))
+        for job_id, spec in jobs:  # what ties the request id to the job ids in the API's log
+            log.log(logging.DEBUG if batch_id else logging.INFO, "job %s stored (%s)", job_id, spec.language)
 
     async def delete_jobs(self, job_ids: list[str], batch_id: str | None = None) -> None:
         """Undo `create_jobs` when they could not be queued: nothing half-accepted is left."""
@@ -169,6 +181,7 @@ class AsyncStore:
                 pipe.xadd(events_key(job_id), result_event(sealed))
                 for key in retention_keys(fields):
                     pipe.expire(key, self.settings.result_retention_s)
+                jobstats.record(pipe, jobstats.sample_of(result))  # it ends here: no worker will count it
                 await pipe.execute()
             if fields.get("batch"):
                 await self.redis.eval(BATCH_MEMBER_FINISHED_LUA, 1, batch_key(fields["batch"]),

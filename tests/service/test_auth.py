@@ -117,6 +117,7 @@ ROUTES = {
     ("GET", "/v1/batches/{batch_id}"): ("read", "submit", 200),
     ("GET", "/v1/languages"): ("read", "submit", 200),
     ("GET", "/v1/workers"): ("read", "submit", 200),
+    ("GET", "/metrics"): ("read", "submit", 200),  # unless CELLBLOCK_METRICS_OPEN=true (tests/service/test_metrics.py)
     ("POST", "/v1/keys"): ("admin", "read,submit", 201),
     ("GET", "/v1/keys"): ("admin", "read,submit", 200),
     ("DELETE", "/v1/keys/{key_id}"): ("admin", "read,submit", 200),
