@@ -47,7 +47,9 @@ async function asError(response) {
   const err = body && typeof body.error === "object" && body.error ? body.error : null;
   let message = err && err.message ? err.message : STATUS_WORDS[response.status] || `HTTP ${response.status}`;
   const retry = response.headers.get("Retry-After");
-  if (retry && (response.status === 429 || response.status === 503)) message += ` (retry after ${retry} s)`;
+  if (retry && (response.status === 429 || response.status === 503) && !/retry in/i.test(message)) {
+    message += ` (Retry-After: ${retry} s)`;
+  }
   return new ApiError(response.status, err ? err.code : `http_${response.status}`, message, err ? err.field : null);
 }
 
@@ -64,6 +66,18 @@ export async function call(method, path, body) {
   }
   if (!response.ok) throw await asError(response);
   return response.json();
+}
+
+// A text answer (GET /metrics' Prometheus exposition); errors as for call().
+export async function callText(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: headers() });
+  } catch {
+    throw new ApiError(0, "network", "Cannot reach the Cellblock API (is the server running?)", null);
+  }
+  if (!response.ok) throw await asError(response);
+  return response.text();
 }
 
 function parseBlock(block) {

@@ -1,7 +1,7 @@
 // Job history, kept in this browser's localStorage (the API has no per-user job listing): the newest first,
 // at most MAX entries, each with what is needed to reopen it (the source is kept up to MAX_SOURCE characters).
 import { $, ago, el } from "./dom.js";
-import { verdictWords } from "./result.js";
+import { VERDICTS, verdictWords } from "./result.js";
 
 const KEY = "cellblock.history";
 const MAX = 100;
@@ -51,7 +51,9 @@ export function render() {
   const verdict = $("#h-verdict").value;
   const text = $("#h-text").value.trim().toLowerCase();
   fillSelect($("#h-language"), [...new Set(list.map((e) => e.language))].sort());
-  fillSelect($("#h-verdict"), [...new Set(list.map((e) => e.verdict || "pending"))].sort());
+  // Every verdict, so a filter can be set before a job of that verdict exists; then states seen (cancelled…).
+  const states = list.map((e) => e.verdict || "pending").filter((v) => !VERDICTS.includes(v));
+  fillSelect($("#h-verdict"), [...VERDICTS, ...new Set(states)]);
   const shown = list.filter(
     (e) =>
       (!language || e.language === language) &&

@@ -12,6 +12,7 @@ const VERDICT_WORDS = {
   internal_error: "Internal error",
 };
 
+export const VERDICTS = Object.keys(VERDICT_WORDS);
 export const verdictWords = (v) => VERDICT_WORDS[v] || v || "–";
 
 function badge(verdict) {
@@ -19,7 +20,7 @@ function badge(verdict) {
 }
 
 function stats(step) {
-  const exit = step.signal ? `signal ${step.signal}` : step.exit_code === null ? "–" : `exit ${step.exit_code}`;
+  const exit = step.signal ? `signal ${step.signal}` : step.exit_code === null ? "–" : String(step.exit_code);
   return el(
     "dl",
     { class: "stats" },
@@ -44,12 +45,13 @@ function block(title, text, encoding, truncated, cls = "") {
   );
 }
 
-function stepCard(step, title, extra = []) {
+// `extra` goes between the stats and the output; stdout is left out when `extra` already shows it (a diff).
+function stepCard(step, extra = [], withStdout = true) {
   return [
     stats(step),
     step.message ? el("p", { class: "step-message" }, step.message) : null,
     ...extra,
-    block("stdout", step.stdout, step.stdout_encoding, step.stdout_truncated, "stdout"),
+    withStdout ? block("stdout", step.stdout, step.stdout_encoding, step.stdout_truncated, "stdout") : null,
     block("stderr", step.stderr, step.stderr_encoding, step.stderr_truncated, "stderr"),
   ];
 }
@@ -91,7 +93,7 @@ function testCard(test, spec) {
         ? el("span", { class: "muted" }, ` ${fmtSeconds(run.wall_time_s)}`)
         : el("span", { class: "muted" }, " skipped"),
     ),
-    run ? stepCard(run, `Test ${test.id}`, extra) : extra,
+    run ? stepCard(run, extra, test.verdict !== "wrong_answer") : extra,
   );
 }
 
@@ -118,7 +120,7 @@ export function renderResult(panel, result, tests = []) {
         "details",
         { class: "compile", open: failed || undefined },
         el("summary", {}, "Compile ", badge(failed ? "compilation_error" : "accepted")),
-        el("div", { class: "compile-output" }, stepCard(result.compile, "Compile")),
+        el("div", { class: "compile-output" }, stepCard(result.compile)),
       ),
     );
   }
