@@ -40,10 +40,28 @@ class Programs:
     error: str  # fails at run time, printing "boom" to stderr
     error_exit: int  # the exit code that failure gives
     compile_error: str | None = None  # uses UNDEFINED; compiled languages only
+    compile_error_file: str | None = None  # where compile_error goes when not the main file (a compile script)
     version: str | None = None  # prints the runtime's own version, to compare with the host's toolchain
 
 
 PROGRAMS: dict[str, Programs] = {
+    # Judge0's multi-file program: the main file is the `run` script; a `compile` script, if any, compiles.
+    "multifile": Programs(
+        sum=r"""
+n=($(cat))
+echo $(( n[0] + n[1] ))
+""",
+        error=r"""
+echo boom >&2
+exit 3
+""",
+        error_exit=3,
+        compile_error=r"""
+echo "make: *** No rule to make target 'undefined_name_xyz'." >&2
+exit 2
+""",
+        compile_error_file="compile",
+    ),
     "bash": Programs(
         sum=r"""
 n=($(cat))
@@ -356,7 +374,12 @@ def test_runtime_error_reports_the_exit_code_and_the_message(run_job: Any, name:
 
 @pytest.mark.parametrize("name", COMPILED)
 def test_compilation_error_carries_the_compiler_message(run_job: Any, name: str) -> None:
-    result = run_job(name, PROGRAMS[name].compile_error)
+    programs = PROGRAMS[name]
+    if programs.compile_error_file is None:
+        result = run_job(name, programs.compile_error)
+    else:
+        script = {"name": programs.compile_error_file, "content": programs.compile_error}
+        result = run_job(name, "", files=[{"name": "main", "content": "echo never run"}, script])
     assert result.verdict == "compilation_error"
     assert result.tests == []
     assert result.compile is not None and result.compile.outcome != "ok"

@@ -17,7 +17,7 @@ PREFIX = errors.PREFIX
 
 def install(app: FastAPI) -> None:
     """Mount the routes under /judge0 and give that path Judge0's error shapes."""
-    router = APIRouter(prefix=PREFIX, tags=["Judge0 CE 1.13.1"])
+    router = APIRouter(prefix=PREFIX, tags=["Judge0 CE 1.13.1"], responses=errors.RESPONSES)
     router.include_router(submissions.router)
     router.include_router(info.router)
     app.include_router(router)

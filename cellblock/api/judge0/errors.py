@@ -21,6 +21,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, RootModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cellblock.api.errors import ApiError
@@ -35,6 +36,28 @@ FIELD_NAMES = {"language": "language_id", "network": "enable_network", "callback
                "stdin": "stdin", "args": "command_line_arguments", "compile_options": "compiler_options"}  # fmt: skip
 LIMIT_FIELDS = {"cpu_time_s": "cpu_time_limit", "wall_time_s": "wall_time_limit", "memory_mib": "memory_limit",
                 "processes": "max_processes_and_or_threads", "file_size_kib": "max_file_size"}  # fmt: skip
+
+
+class Judge0Invalid(RootModel[dict[str, list[str]]]):
+    """Judge0's 422 body: each invalid field with its messages."""
+
+    model_config = {"json_schema_extra": {"examples": [{"language_id": ["can't be blank"]}]}}
+
+
+class Judge0Message(BaseModel):
+    """Judge0's 400 and 503 body."""
+
+    error: str = Field(description="What is wrong.", examples=["invalid fields: [foo]"])
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Judge0Message, "description": "Judge0's bad request: invalid fields, wait not allowed, batch size."},
+    401: {"description": "No or a bad X-Auth-Token (empty body, as Judge0)."},
+    403: {"description": "X-Auth-User lacking, or the key lacks the scope (empty body, as Judge0)."},
+    404: {"description": "Unknown token or language id: Rails' {status, error}."},
+    422: {"model": Judge0Invalid, "description": "Judge0's ActiveModel errors hash: field → messages."},
+    503: {"model": Judge0Message, "description": "The queue is full (Retry-After)."},
+}
 
 
 class Judge0Error(Exception):
