@@ -147,6 +147,24 @@ def test_first_page_load_is_fast_and_all_local(ui: Ui, page: Any) -> None:
     assert page.locator(".cm-editor .tok-keyword, .cm-editor span[class^='ͼ']").count() > 0  # highlighted
 
 
+def test_every_language_in_the_picker_gets_its_editor_mode(ui: Ui, page: Any) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    open_ui(page, ui)
+    options = page.eval_on_selector_all("#language option", "os => os.map(o => [o.value, o.textContent])")
+    highlighted = []
+    for name, label in options:
+        write_program(page, name, "<?php $x = 1; // 'two'\n" if name == "php" else "x = 1 # 'two'\n")
+        page.wait_for_timeout(50)
+        if page.locator(".cm-content span").count() > 0:  # tokens get their own spans only under a grammar
+            highlighted.append(name)
+        else:
+            assert "plain text" in label, (name, label)
+    print(f"\nhighlighted: {', '.join(highlighted)}")
+    assert {"python3", "c", "cpp", "java", "javascript", "typescript", "go", "rust", "php", "ruby"} <= set(highlighted)
+    assert errors == []
+
+
 def test_the_page_asks_for_a_key_in_words(ui: Ui, request: pytest.FixtureRequest) -> None:
     page = new_page(ui, key=None)
     try:
@@ -279,6 +297,28 @@ def test_over_a_quota_429_and_a_full_queue_503_are_readable(ui: Ui, request: pyt
                 api.delete(f"/v1/jobs/{job_id}", headers=ui.bearer())
 
 
+def test_an_empty_program_is_refused_next_to_the_editor(ui: Ui, page: Any) -> None:
+    open_ui(page, ui)
+    set_source(page, "")
+    page.keyboard.press("Backspace")
+    page.click("#run")
+    error = page.wait_for_selector("[data-error-for='files']:not(:empty)")
+    assert "empty" in error.text_content()
+    assert page.get_attribute("#editor", "aria-invalid") == "true"
+
+
+def test_stop_cancels_a_running_job(ui: Ui, page: Any) -> None:
+    open_ui(page, ui)
+    write_program(page, "python3", "import time\nprint('started', flush=True)\ntime.sleep(30)\n")
+    page.fill("#wall_time_s", "40")
+    page.click("#run")
+    page.wait_for_selector("#live:has-text('started')")
+    page.click("#cancel")
+    page.wait_for_selector("#result .summary")
+    assert "cancelled" in page.text_content("#result .summary")
+    assert page.is_enabled("#run") and page.is_hidden("#cancel")
+
+
 # --- history, shared links, dashboard, themes, phones -------------------------------------------------------------
 
 
@@ -300,6 +340,9 @@ def test_history_and_a_shared_link_open_the_job(ui: Ui, page: Any, request: pyte
     page.wait_for_selector("#view-run:not([hidden])")
     assert verdict(page) == "accepted"
     assert "print('shared', 6 * 7)" in page.text_content(".cm-content")  # the source, from this browser's history
+
+    page.goto(f"{ui.svc.base_url}/#/jobs/{'0' * 32}")  # a link to a job that does not exist (or expired)
+    page.wait_for_selector("#run-error:has-text('no job')")
 
     other = new_page(ui)  # another browser (no history): the link still opens the job's result and output
     try:
