@@ -110,6 +110,7 @@ def configure(log_format: LogFormat = "text", level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # Python warnings (e.g. Celery's) become log lines in the same format
     logging.getLogger("cellblock").setLevel(level)
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)

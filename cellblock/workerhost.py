@@ -142,6 +142,7 @@ def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | 
     say(f"worker {node}: {slots} slots, queues {', '.join(info.queues)}")
     try:
         app.worker_main([
+            *(["--quiet"] if settings.log_format == "json" else []),  # Celery's option: no banner, every line JSON
             "worker", "--pool", "prefork", "--concurrency", str(slots), "--queues", ",".join(info.queues),
             "--hostname", node, "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--optimization", "fair", "--loglevel", "WARNING", "--max-tasks-per-child", "1000",

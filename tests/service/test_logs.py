@@ -1,0 +1,105 @@
+"""Logs (issue 6, item 4): JSON lines when asked, one request id from the API to the worker to the sandbox run,
+and never a program's source, input or output in any line.
+
+A real service runs with CELLBLOCK_LOG_FORMAT=json and Cellblock's loggers at DEBUG (where a leak is most likely).
+Jobs carry a unique marker in their source, stdin, expected output, compile errors, tracebacks and a custom
+checker's output; then every log the service wrote is searched: the marker must be nowhere, and each request's id
+must be on the API's lines and on the worker's lines about that job, the sandbox run's step lines among them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service.conftest import Service, made_service
+
+pytestmark = pytest.mark.sandbox
+
+MARK = f"SECRET{uuid.uuid4().hex[:12]}"  # never to be logged
+SOURCE_MARK, INPUT_MARK, EXPECTED_MARK = f"{MARK}src", f"{MARK}in", f"{MARK}exp"
+
+
+@pytest.fixture(scope="module")
+def svc() -> Iterator[Service]:
+    with made_service(CELLBLOCK_LOG_FORMAT="json", CELLBLOCK_LOG_LEVEL="DEBUG") as service:
+        service.start_worker()
+        service.start_webhooks()
+        service.start_api()
+        service.wait_ready()
+        yield service
+
+
+def jobs() -> dict[str, dict[str, Any]]:
+    """Each job puts the marker somewhere a careless log line would pick it up."""
+    echo = f"# {SOURCE_MARK}\nimport sys\ndata = sys.stdin.read()\nprint(data[::-1])\nprint(data, file=sys.stderr)\n"
+    checker = f"import sys\nprint('{MARK}checker-out')\nprint('{MARK}checker-err', file=sys.stderr)\nsys.exit(3)\n"
+    return {
+        "echo": {"language": "python3", "files": [{"name": "main.py", "content": echo}], "stdin": INPUT_MARK},
+        "wrong": {"language": "python3", "files": [{"name": "main.py", "content": echo}],
+                  "tests": [{"stdin": INPUT_MARK, "expected_output": EXPECTED_MARK}]},
+        "crash": {"language": "python3", "files": [{"name": "main.py", "content": f"raise ValueError('{MARK}raise')"}]},
+        "compile": {"language": "c", "files": [{"name": "main.c", "content": f"int main(void) {{ return {MARK}c; }}"}]},
+        "checker": {"language": "python3", "files": [{"name": "main.py", "content": echo}],
+                    "tests": [{"stdin": INPUT_MARK, "expected_output": INPUT_MARK}],
+                    "checker": {"kind": "custom", "language": "python3", "source": checker}},
+    }  # fmt: skip
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a log, parsed: in JSON mode each must be one JSON object."""
+    parsed = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)  # a line that is not JSON fails here
+            assert {"ts", "level", "logger", "message"} <= set(record), line
+            parsed.append(record)
+    return parsed
+
+
+def test_one_request_id_through_and_no_user_data_in_any_log(svc: Service) -> None:
+    ids: dict[str, tuple[str, str]] = {}  # name → (request id, job id)
+    with svc.client() as api:
+        for name, spec in jobs().items():
+            request_id = f"logtest-{name}-{uuid.uuid4().hex[:8]}"
+            answer = api.post("/v1/jobs", params={"wait": "true"}, json=spec, headers={"X-Request-ID": request_id})
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-request-id"] == request_id
+            ids[name] = (request_id, answer.json()["id"])
+            assert MARK in answer.text or name == "compile" or name == "crash"  # the user does get their data
+        verdicts = {name: api.get(f"/v1/jobs/{job}").json()["verdict"] for name, (_, job) in ids.items()}
+        judge0_id = f"logtest-judge0-{uuid.uuid4().hex[:8]}"
+        judge0 = api.post("/judge0/submissions", params={"wait": "true"}, headers={"X-Request-ID": judge0_id},
+                          json={"source_code": f"print('{MARK}j0')", "language_id": 71})  # fmt: skip
+        assert judge0.status_code == 201 and judge0.headers["x-request-id"] == judge0_id, judge0.text
+    assert verdicts == {"echo": "accepted", "wrong": "wrong_answer", "crash": "runtime_error",
+                        "compile": "compilation_error", "checker": "internal_error"}  # fmt: skip
+    time.sleep(0.5)  # the last lines reach the files
+
+    logs = sorted(svc.root.glob("*.log")) + sorted(svc.root.glob("redis/*.log"))
+    assert {p.name for p in logs} >= {"api.log", "worker-0.log", "webhooks.log"}
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert MARK not in text and MARK[::-1] not in text, f"user data in {path.name}"
+
+    api_lines, worker_lines = lines(svc.root / "api.log"), lines(svc.root / "worker-0.log")
+    lines(svc.root / "webhooks.log")
+    for name, (request_id, job_id) in ids.items():
+        mine = [r for r in api_lines if r.get("request_id") == request_id]
+        assert any(f"job {job_id} stored" in r["message"] for r in mine), name
+        assert any(r["message"].startswith("POST /v1/jobs 200") for r in mine), name
+        about_job = [r for r in worker_lines if r.get("job_id") == job_id]
+        assert about_job and all(r.get("request_id") == request_id for r in about_job), name
+        assert any(r["message"].startswith(f"job {job_id} finished") for r in about_job), name
+        steps = [r for r in about_job if r["message"].startswith("step ")]  # the sandbox runs of the job
+        assert steps, name
+    print(f"{len(api_lines)} API lines, {len(worker_lines)} worker lines; marker in none")
+    assert any(r.get("request_id") == judge0_id for r in worker_lines)  # through the Judge0 API as well
+    failed = [r for r in worker_lines if r.get("job_id") == ids["checker"][1] and r["level"] == "ERROR"]
+    assert failed and all("internal_error" in r["message"] for r in failed)  # said, without the checker's words
