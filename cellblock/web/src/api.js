@@ -97,6 +97,20 @@ function parseBlock(block) {
   return event;
 }
 
+// The complete events at the head of an event-stream buffer, and the rest (a partial event, kept for more text).
+// Line ends may be \r\n, \n or \r; a \r at the very end waits, since its \n may come in the next chunk.
+export function takeEvents(buffer) {
+  let text = buffer.replace(/\r\n|\r(?!$)/g, "\n");
+  const events = [];
+  let cut;
+  while ((cut = text.indexOf("\n\n")) >= 0) {
+    const event = parseBlock(text.slice(0, cut));
+    text = text.slice(cut + 2);
+    if (event) events.push(event);
+  }
+  return { events, rest: text };
+}
+
 // Calls onEvent({id, type, data}) for each event of the job until its result; resolves then.
 export async function streamEvents(jobId, onEvent, signal) {
   let last = "";
@@ -119,12 +133,9 @@ export async function streamEvents(jobId, onEvent, signal) {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        buffer += value.replace(/\r\n?/g, "\n");
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const event = parseBlock(buffer.slice(0, cut));
-          buffer = buffer.slice(cut + 2);
-          if (!event) continue;
+        const { events, rest } = takeEvents(buffer + value);
+        buffer = rest;
+        for (const event of events) {
           if (event.id) last = event.id;
           onEvent(event);
           if (event.type === "result") return;

@@ -14,17 +14,24 @@ export function clearErrors() {
   $("#run-error").hidden = true;
 }
 
-// "tests[0].stdin" -> the slot for "tests"; "limits.processes" -> "limits"; unknown -> null (the result panel).
-function slotFor(field) {
-  let name = field;
+// Where a message about `field` may go, most precise first: "tests[0].stdin" -> tests[0].stdin, tests[0], tests.
+export function fieldCandidates(field) {
+  const out = [];
+  let name = field || "";
   while (name) {
+    out.push(name);
+    const dot = name.lastIndexOf(".");
+    const bracket = name.lastIndexOf("[");
+    name = name.slice(0, Math.max(dot, bracket, 0));
+  }
+  return out;
+}
+
+// The message slot for `field` (null: the result panel's error box) and the name it was found under.
+function slotFor(field) {
+  for (const name of fieldCandidates(field)) {
     const slot = document.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
     if (slot) return { slot, name };
-    name = name.includes(".")
-      ? name.slice(0, name.lastIndexOf("."))
-      : name.includes("[")
-        ? name.slice(0, name.indexOf("["))
-        : "";
   }
   return null;
 }
