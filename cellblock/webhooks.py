@@ -27,11 +27,13 @@ import redis
 import redis.asyncio as aioredis
 
 from cellblock.config import Settings
+from cellblock.logs import JOB_ID, REQUEST_ID
 from cellblock.models import JobResult
 from cellblock.redis_url import redis_kwargs
 from cellblock.sealing import Sealer, SealError
 from cellblock.state import (
     JUDGE0_FIELD,
+    REQUEST_ID_FIELD,
     WEBHOOK_ATTEMPTS,
     WEBHOOK_QUEUE,
     as_fields,
@@ -80,6 +82,8 @@ class Sender:
         fields = as_fields(await self.redis.hgetall(job_key(job_id)))
         if "spec" not in fields:
             return True  # expired: nothing left to deliver
+        JOB_ID.set(job_id)  # this attempt's task (its own context): its lines name the job and its request
+        REQUEST_ID.set(fields.get(REQUEST_ID_FIELD))
         try:
             url = open_spec(fields, self.sealer).callback_url
         except SealError as exc:  # a forged spec: its callback URL is nobody's to call
@@ -98,6 +102,7 @@ class Sender:
         try:
             response = await self.http.request(method, url, content=body, headers={"content-type": "application/json"})
             if response.is_success:
+                log.info("job %s: webhook delivered (HTTP %d)", job_id, response.status_code)
                 return True
             problem = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.service.conftest import Service, made_service
+from tests.service.test_webhooks import Receiver
 
 pytestmark = pytest.mark.sandbox
 
@@ -65,8 +66,11 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 def test_one_request_id_through_and_no_user_data_in_any_log(svc: Service) -> None:
     ids: dict[str, tuple[str, str]] = {}  # name → (request id, job id)
+    receiver = Receiver().start()  # the echo job's result goes to a webhook too: the sender logs that job
+    specs = jobs()
+    specs["echo"]["callback_url"] = receiver.url
     with svc.client() as api:
-        for name, spec in jobs().items():
+        for name, spec in specs.items():
             request_id = f"logtest-{name}-{uuid.uuid4().hex[:8]}"
             answer = api.post("/v1/jobs", params={"wait": "true"}, json=spec, headers={"X-Request-ID": request_id})
             assert answer.status_code == 200, answer.text
@@ -80,6 +84,10 @@ def test_one_request_id_through_and_no_user_data_in_any_log(svc: Service) -> Non
         assert judge0.status_code == 201 and judge0.headers["x-request-id"] == judge0_id, judge0.text
     assert verdicts == {"echo": "accepted", "wrong": "wrong_answer", "crash": "runtime_error",
                         "compile": "compilation_error", "checker": "internal_error"}  # fmt: skip
+    try:
+        assert MARK[::-1] in receiver.wait_for(1)[0].body.decode()  # the result, with the program's output
+    finally:
+        receiver.stop()
     time.sleep(0.5)  # the last lines reach the files
 
     logs = sorted(svc.root.glob("*.log")) + sorted(svc.root.glob("redis/*.log"))
@@ -89,7 +97,9 @@ def test_one_request_id_through_and_no_user_data_in_any_log(svc: Service) -> Non
         assert MARK not in text and MARK[::-1] not in text, f"user data in {path.name}"
 
     api_lines, worker_lines = lines(svc.root / "api.log"), lines(svc.root / "worker-0.log")
-    lines(svc.root / "webhooks.log")
+    webhook_lines = lines(svc.root / "webhooks.log")
+    delivered = [r for r in webhook_lines if "webhook delivered" in r["message"]]
+    assert [(r["request_id"], r["job_id"]) for r in delivered] == [ids["echo"]]
     for name, (request_id, job_id) in ids.items():
         mine = [r for r in api_lines if r.get("request_id") == request_id]
         assert any(f"job {job_id} stored" in r["message"] for r in mine), name
