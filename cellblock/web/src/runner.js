@@ -89,7 +89,12 @@ function live() {
 function appendLive(text, cls) {
   const pane = live();
   const atBottom = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 4;
-  pane.append(cls ? el("span", { class: cls }, text) : document.createTextNode(text));
+  // Chunks of the same stream go into one node: a chatty program adds text, not thousands of DOM nodes.
+  const last = pane.lastChild;
+  if (!cls && last && last.nodeType === Node.TEXT_NODE) last.appendData(text);
+  else if (cls && cls !== "step" && last && last.nodeName === "SPAN" && last.className === cls)
+    last.lastChild.appendData(text);
+  else pane.append(cls ? el("span", { class: cls }, text) : document.createTextNode(text));
   if (atBottom) pane.scrollTop = pane.scrollHeight;
 }
 
