@@ -10,15 +10,23 @@ must be on the API's lines and on the worker's lines about that job, the sandbox
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.conftest import Service, made_service
+from tests.service.conftest import CELLBLOCK, Service, made_service, wait_until
+from tests.service.test_serve_embedded import Embedded
 from tests.service.test_webhooks import Receiver
 
 pytestmark = pytest.mark.sandbox
@@ -53,11 +61,15 @@ def jobs() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+# Celery prints this itself (to the original stdout, past logging) when it gets SIGTERM: the one line not in JSON.
+CELERY_SHUTDOWN = re.compile(r"^worker: (Warm|Cold) shutdown \(MainProcess\)$")
+
+
 def lines(path: Path) -> list[dict[str, Any]]:
     """Every line of a log, parsed: in JSON mode each must be one JSON object."""
     parsed = []
     for line in path.read_text().splitlines():
-        if line.strip():
+        if line.strip() and not CELERY_SHUTDOWN.match(line):
             record = json.loads(line)  # a line that is not JSON fails here
             assert {"ts", "level", "logger", "message"} <= set(record), line
             parsed.append(record)
@@ -113,3 +125,35 @@ def test_one_request_id_through_and_no_user_data_in_any_log(svc: Service) -> Non
     assert any(r.get("request_id") == judge0_id for r in worker_lines)  # through the Judge0 API as well
     failed = [r for r in worker_lines if r.get("job_id") == ids["checker"][1] and r["level"] == "ERROR"]
     assert failed and all("internal_error" in r["message"] for r in failed)  # said, without the checker's words
+
+
+def test_embedded_serve_logs_json_from_every_process_and_serves_the_metrics() -> None:
+    """`cellblock serve --log-format json`: its own lines and its worker's, webhooks' and API's are all JSON, and
+    its API's /metrics covers its workers (nothing else to scrape)."""
+    root = Path(tempfile.mkdtemp(prefix="cellblock-logs-", dir="/var/tmp"))
+    root.chmod(0o711)  # the slots' uids traverse it to their boxes
+    embedded = Embedded(root)
+    argv = [*CELLBLOCK, "serve", "--port", str(embedded.port), "--slots", "2", "--log-format", "json"]
+    try:
+        with open(embedded.log, "wb") as log:
+            embedded.proc = subprocess.Popen(argv, env=embedded.env, stdout=log, stderr=subprocess.STDOUT,
+                                             start_new_session=True)  # fmt: skip
+        wait_until(lambda: httpx.get(f"{embedded.base_url}/readyz", timeout=1).status_code == 200, timeout=90,
+                   interval=0.2, what="cellblock serve to be ready")  # fmt: skip
+        with embedded.client() as api:
+            done = api.post("/v1/jobs", params={"wait": "true"}, json=jobs()["echo"], headers={"X-Request-ID": "emb-1"})
+            assert done.status_code == 200 and done.json()["verdict"] == "accepted", done.text
+            scraped = text_string_to_metric_families(api.get("/metrics").text)
+            metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in scraped for s in f.samples}
+        labels = (("language", "python3"), ("state", "done"), ("verdict", "accepted"))
+        assert metrics[("cellblock_jobs_total", labels)] == 1
+        assert [v for (name, _), v in metrics.items() if name == "cellblock_worker_slots"] == [2]
+        embedded.proc.send_signal(signal.SIGTERM)
+        embedded.proc.wait(60)
+        records = lines(embedded.log)
+        assert {r["logger"] for r in records} >= {"cellblock.service", "cellblock.worker", "cellblock.api.store"}
+        assert any(r.get("request_id") == "emb-1" and r["logger"] == "cellblock.worker" for r in records)
+        assert MARK not in embedded.log.read_text()
+    finally:
+        Service.kill_group(embedded.proc)
+        shutil.rmtree(embedded.root, ignore_errors=True)
