@@ -29,6 +29,7 @@ REQUESTS = "cellblock_http_requests"  # exported as cellblock_http_requests_tota
 LATENCY = "cellblock_http_request_duration_seconds"
 NAMES = (REQUESTS, LATENCY)
 UNMATCHED = "unmatched"
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapers, every few seconds: DEBUG
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -95,4 +96,5 @@ class Observe:
             elapsed = time.perf_counter() - started
             self.metrics.latency.labels(method, route).observe(elapsed)
             # The path holds ids at most (never a query string: it is not logged).
-            log.info("%s %s %s %.1f ms", method, scope.get("path", ""), status or 500, elapsed * 1000)
+            level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+            log.log(level, "%s %s %s %.1f ms", method, scope.get("path", ""), status or 500, elapsed * 1000)

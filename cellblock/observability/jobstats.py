@@ -10,6 +10,7 @@ so an observation costs two HINCRBYs.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from bisect import bisect_left
@@ -19,6 +20,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from cellblock.errors import UnknownLanguage
+from cellblock.languages.registry import Registry
 from cellblock.models import JobResult
 from cellblock.state import METRICS_KEY
 
@@ -69,9 +72,25 @@ class JobSample:
     overheads: list[tuple[str, float]] = field(default_factory=list)  # (step kind: compile | run, seconds)
 
 
+@functools.cache
+def _registry() -> Registry:
+    return Registry.load()  # static data, read once per process
+
+
+def canonical_language(name: str) -> str:
+    """The registry's name for a language (a job that never ran keeps the alias it was submitted with), or
+    "unknown": labels stay within the registry's names, whatever a job hash holds."""
+    try:
+        return _registry().get(name).name
+    except UnknownLanguage:
+        return "unknown"
+
+
 def sample_of(result: JobResult, overheads: list[tuple[str, float]] | None = None) -> JobSample:
-    sample = JobSample(result.language, result.state.value, result.verdict.value if result.verdict else "none",
-                       overheads=list(overheads or []))  # fmt: skip
+    verdict = result.verdict.value if result.verdict else "none"
+    sample = JobSample(
+        canonical_language(result.language), result.state.value, verdict, overheads=list(overheads or [])
+    )
     if result.started_at is not None:
         sample.queue_s = max(0.0, (result.started_at - result.created_at).total_seconds())
         if result.finished_at is not None:
