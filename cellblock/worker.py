@@ -15,8 +15,10 @@ import codecs
 import json
 import logging
 import os
+import socket
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -191,7 +193,7 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: d
         pipe.srem(running_key(runtime.name), result.id)
         if fields.get(JOB_API_KEY_FIELD):  # the job counted in its API key's max_running (cellblock.quotas)
             pipe.zrem(api_key_running_key(fields[JOB_API_KEY_FIELD]), result.id)
-        jobstats.record(pipe, jobstats.sample_of(result, overheads))
+        jobstats.record(pipe, replace(jobstats.sample_of(result, overheads), host=socket.gethostname()))
         pipe.execute()
     log.info("job %s finished: %s, %s", result.id, result.state.value, result.verdict.value if result.verdict else "-")
     if notify:

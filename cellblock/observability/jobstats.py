@@ -38,6 +38,7 @@ class HistogramSpec:
 
 JOBS = "cellblock_jobs"  # exported as cellblock_jobs_total
 JOBS_LABELS = ("language", "state", "verdict")
+HOST_JOBS = "cellblock_host_jobs"  # exported as cellblock_host_jobs_total; host names, unlike worker names, persist
 QUEUE = HistogramSpec(
     "cellblock_job_queue_seconds",
     "Time a job waited between submission and a worker starting it.",
@@ -57,7 +58,7 @@ OVERHEAD = HistogramSpec(
     (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1),
 )
 HISTOGRAMS = {spec.name: spec for spec in (QUEUE, RUN, OVERHEAD)}
-NAMES = (JOBS, *HISTOGRAMS)
+NAMES = (JOBS, HOST_JOBS, *HISTOGRAMS)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class JobSample:
     queue_s: float | None = None
     run_s: float | None = None
     overheads: list[tuple[str, float]] = field(default_factory=list)  # (step kind: compile | run, seconds)
+    host: str | None = None  # the worker's host; None when no worker ran it (cancelled while queued)
 
 
 @functools.cache
@@ -111,6 +113,8 @@ def _observe(pipe: Any, spec: HistogramSpec, labels: tuple[str, ...], value: flo
 def record(pipe: Any, sample: JobSample) -> None:
     """Queue the sample's commands on `pipe` (a sync or async redis pipeline), in the caller's transaction."""
     pipe.hincrby(METRICS_KEY, _field(JOBS, (sample.language, sample.state, sample.verdict), "count"), 1)
+    if sample.host is not None:
+        pipe.hincrby(METRICS_KEY, _field(HOST_JOBS, (sample.host,), "count"), 1)
     if sample.queue_s is not None:
         _observe(pipe, QUEUE, (sample.language,), sample.queue_s)
     if sample.run_s is not None:
@@ -122,6 +126,7 @@ def record(pipe: Any, sample: JobSample) -> None:
 def families(raw: dict[str, str]) -> list[Metric]:
     """The hash's contents as Prometheus families (cumulative buckets); unreadable fields are skipped."""
     jobs = CounterMetricFamily(JOBS, "Jobs finished, by language, final state and verdict.", labels=JOBS_LABELS)
+    hosts = CounterMetricFamily(HOST_JOBS, "Jobs finished by the workers of each host.", labels=["host"])
     counts: dict[tuple[str, tuple[str, ...]], dict[str, float]] = {}
     for key, value in raw.items():
         try:
@@ -132,9 +137,11 @@ def families(raw: dict[str, str]) -> list[Metric]:
             continue
         if metric == JOBS and len(labels) == len(JOBS_LABELS):
             jobs.add_metric(labels, number)
+        elif metric == HOST_JOBS and len(labels) == 1:
+            hosts.add_metric(labels, number)
         elif metric in HISTOGRAMS and len(labels) == len(HISTOGRAMS[metric].labels):
             counts.setdefault((metric, labels), {})[str(part)] = number
-    out: list[Metric] = [jobs]
+    out: list[Metric] = [jobs, hosts]
     for spec in HISTOGRAMS.values():
         family = HistogramMetricFamily(spec.name, spec.documentation, labels=spec.labels)
         for (metric, labels), parts in sorted(counts.items()):

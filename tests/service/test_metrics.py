@@ -120,6 +120,7 @@ def test_counters_move_by_exactly_the_jobs_run(svc: tuple[Service, str]) -> None
     assert moved(jobs, language="c", state="done", verdict="compilation_error") == 1
     assert moved(jobs, language="python3", state="cancelled", verdict="none") == 1
     assert sum(v for (name, _), v in after.items() if name == jobs) == 6
+    assert moved("cellblock_host_jobs_total", host=socket.gethostname()) == 6  # the cancelled one, run on the host
     for histogram, python3, c in (("cellblock_job_queue_seconds", 5, 1), ("cellblock_job_run_seconds", 5, 1)):
         assert moved(f"{histogram}_count", language="python3") == python3, histogram
         assert moved(f"{histogram}_count", language="c") == c, histogram

@@ -49,10 +49,14 @@ def test_jobs_are_counted_by_canonical_language_state_and_verdict() -> None:
     jobstats.record(pipe, jobstats.sample_of(result("c", 0.1, 0.2, Verdict.COMPILATION_ERROR)))
     jobstats.record(pipe, jobstats.sample_of(result("python3", 0.1, 0.2, None)))
     jobstats.record(pipe, jobstats.sample_of(result("no-such-language", 0.1, 0.2)))
+    jobstats.record(pipe, jobstats.JobSample("c", "done", "accepted", host="h1"))
+    jobstats.record(pipe, jobstats.JobSample("c", "done", "accepted", host="h1"))
     jobs = samples(pipe.families()["cellblock_jobs"])
+    assert samples(pipe.families()["cellblock_host_jobs"]) == {("cellblock_host_jobs_total", (("host", "h1"),)): 2}
     assert jobs == {
         ("cellblock_jobs_total", (("language", "python3"), ("state", "done"), ("verdict", "accepted"))): 3,
         ("cellblock_jobs_total", (("language", "c"), ("state", "done"), ("verdict", "compilation_error"))): 1,
+        ("cellblock_jobs_total", (("language", "c"), ("state", "done"), ("verdict", "accepted"))): 2,
         ("cellblock_jobs_total", (("language", "python3"), ("state", "cancelled"), ("verdict", "none"))): 1,
         ("cellblock_jobs_total", (("language", "unknown"), ("state", "done"), ("verdict", "accepted"))): 1,
     }
