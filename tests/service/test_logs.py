@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +99,9 @@ def test_one_request_id_through_and_no_user_data_in_any_log(svc: Service) -> Non
         assert MARK[::-1] in receiver.wait_for(1)[0].body.decode()  # the result, with the program's output
     finally:
         receiver.stop()
-    time.sleep(0.5)  # the last lines reach the files
+    worker_log, webhooks_log = svc.root / "worker-0.log", svc.root / "webhooks.log"
+    wait_until(lambda: all(f"job {job} finished" in worker_log.read_text() for _, job in ids.values())
+               and "webhook delivered" in webhooks_log.read_text(), timeout=10, what="the last lines")  # fmt: skip
 
     logs = sorted(svc.root.glob("*.log")) + sorted(svc.root.glob("redis/*.log"))
     assert {p.name for p in logs} >= {"api.log", "worker-0.log", "webhooks.log"}
