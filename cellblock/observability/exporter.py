@@ -47,7 +47,8 @@ class _Families:
 
 
 async def cluster_families(rt: ApiRuntime) -> list[Metric]:
-    """Backlog per queue, slots per worker, and the job metrics; a part that cannot be read is left out."""
+    """Backlog per queue, slots per worker, and the job metrics. A broker that does not answer leaves the backlog
+    out; a job store that does not answer fails the scrape (503, like every route that needs it)."""
     families: list[Metric] = []
     backlog = GaugeMetricFamily(BACKLOG, "Jobs waiting in each language queue.", labels=["queue"])
     try:
