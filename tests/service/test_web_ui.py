@@ -81,7 +81,7 @@ def new_page(ui: Ui, key: str | None = "admin", **context_args: Any) -> Any:
     context = ui.browser.new_context(**context_args)
     if key is not None:  # what pasting the key in the page's field stores
         context.add_init_script(f"localStorage.setItem('cellblock.key', {json.dumps(ui.keys[key])})")
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(60_000)  # generous: a loaded CI machine compiles slowly; no timing is asserted
     return context.new_page()
 
 
@@ -177,6 +177,13 @@ def test_the_page_asks_for_a_key_in_words(ui: Ui, request: pytest.FixtureRequest
     finally:
         shoot(page, request.node.name)
         page.context.close()
+
+
+def test_a_page_whose_scripts_fail_says_so(ui: Ui, page: Any) -> None:
+    page.route("**/assets/app.js", lambda route: route.abort())  # as if the bundle were half built
+    page.goto(ui.svc.base_url + "/")
+    banner = page.wait_for_selector("#banner:not([hidden])")
+    assert "scripts/setup" in banner.text_content()
 
 
 # --- running -----------------------------------------------------------------------------------------------------

@@ -164,6 +164,7 @@ function setTheme(theme) {
 }
 
 function start() {
+  window.cellblockStarted = true; // theme.js's check that the app's scripts ran
   $("#run").addEventListener("click", runNow);
   $("#cancel").addEventListener("click", cancel);
   $("#add-test").addEventListener("click", () => addTest());
