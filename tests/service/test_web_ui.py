@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,7 +373,6 @@ def test_the_dashboard_lists_the_running_worker(ui: Ui, page: Any) -> None:
         page.wait_for_function("() => /jobs\\/s/.test(document.querySelector('#rate-now').textContent)")
     else:
         page.wait_for_selector("#metrics-note:has-text('/metrics')")
-    time.sleep(2.5)  # one more sample on the charts for the screenshot
 
 
 def test_dark_theme_and_a_phone_screen(ui: Ui, request: pytest.FixtureRequest) -> None:
