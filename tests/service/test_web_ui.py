@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import CELLBLOCK, Service, made_service, wait_until
+from tests.service.conftest import CELLBLOCK, Service, free_port, made_service, wait_until
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -183,6 +184,30 @@ def test_a_page_whose_scripts_fail_says_so(ui: Ui, page: Any) -> None:
     page.goto(ui.svc.base_url + "/")
     banner = page.wait_for_selector("#banner:not([hidden])")
     assert "scripts/setup" in banner.text_content()
+
+
+def test_with_auth_off_no_key_is_needed(ui: Ui, request: pytest.FixtureRequest) -> None:
+    """A second API on the same cluster with auth off (the default on loopback): the page runs jobs without a key."""
+    port = free_port()
+    log = open(ui.svc.root / "api-open.log", "ab")  # noqa: SIM115 - lives with the process
+    argv = [*CELLBLOCK, "serve", "--redis", ui.svc.redis.url, "--port", str(port)]
+    api = subprocess.Popen(argv, env={**ui.svc.env, "CELLBLOCK_AUTH": "off"}, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)  # fmt: skip
+    page = new_page(ui, key=None)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200, what="the API")
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#language option[value='python3']", state="attached")
+        write_program(page, "python3", "print('no key needed')\n")
+        page.click("#run")
+        assert verdict(page) == "accepted"
+        assert "no key needed" in page.text_content("#live")
+        assert page.evaluate("localStorage.getItem('cellblock.key')") is None
+    finally:
+        shoot(page, request.node.name)
+        page.context.close()
+        Service.kill_group(api, signal.SIGTERM)
+        log.close()
 
 
 # --- running -----------------------------------------------------------------------------------------------------
