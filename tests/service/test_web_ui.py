@@ -257,6 +257,17 @@ def test_a_failing_test_case_shows_expected_vs_actual(ui: Ui, page: Any) -> None
     assert page.text_content("[data-test='2'] .actual pre") == "6\n"
 
 
+def test_output_files_are_shown(ui: Ui, page: Any) -> None:
+    open_ui(page, ui)
+    write_program(page, "python3", "open('answer.txt', 'w').write('forty-two')\n")
+    page.click("text=Output files")
+    page.fill("#output_files", "*.txt, none/*.csv")
+    page.click("#run")
+    assert verdict(page) == "accepted"
+    shown = page.text_content("#result .file")
+    assert "answer.txt" in shown and "forty-two" in shown and "9 bytes" in shown
+
+
 def test_a_compile_error_is_shown(ui: Ui, page: Any) -> None:
     open_ui(page, ui)
     write_program(page, "c", "int main(void) { return missing_name; }\n")
@@ -354,10 +365,12 @@ def test_stop_cancels_a_running_job(ui: Ui, page: Any) -> None:
 def test_history_and_a_shared_link_open_the_job(ui: Ui, page: Any, request: pytest.FixtureRequest) -> None:
     open_ui(page, ui)
     write_program(page, "python3", "print('shared', 6 * 7)\n")
+    page.fill("#cpu_time_s", "1.5")
     page.click("#run")
     assert verdict(page) == "accepted"
     job_id = re.search(r"#/jobs/([0-9a-f]{32})$", page.url).group(1)  # the address bar holds the job's link
 
+    page.fill("#cpu_time_s", "")  # opening the job from history brings the form back as it was run
     page.click("nav a[data-view='history']")
     row = page.wait_for_selector(f"#history tr[data-job='{job_id}']")
     assert "Accepted" in row.text_content() and "python3" in row.text_content()
@@ -369,6 +382,7 @@ def test_history_and_a_shared_link_open_the_job(ui: Ui, page: Any, request: pyte
     page.wait_for_selector("#view-run:not([hidden])")
     assert verdict(page) == "accepted"
     assert "print('shared', 6 * 7)" in page.text_content(".cm-content")  # the source, from this browser's history
+    assert page.input_value("#cpu_time_s") == "1.5"  # and the form it was run with
 
     page.goto(f"{ui.svc.base_url}/#/jobs/{'0' * 32}")  # a link to a job that does not exist (or expired)
     page.wait_for_selector("#run-error:has-text('no job')")

@@ -132,6 +132,11 @@ async function openJob(id) {
     $("#stdin").value = entry.stdin || "";
     $("#tests").replaceChildren();
     (entry.tests || []).forEach((t) => addTest(t.stdin, t.expected));
+    for (const name of ["cpu_time_s", "wall_time_s", "memory_mib"]) {
+      const value = (entry.limits || {})[name];
+      $(`#${name}`).value = typeof value === "number" ? String(value) : "";
+    }
+    $("#output_files").value = (entry.outputFiles || []).join(", ");
   }
   $("#live").replaceChildren();
   $("#result").replaceChildren(el("p", { class: "muted" }, "Loading the job…"));

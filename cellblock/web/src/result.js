@@ -125,5 +125,9 @@ export function renderResult(panel, result, tests = []) {
     );
   }
   result.tests.forEach((test, i) => parts.push(testCard(test, tests[i])));
+  for (const file of result.files || []) {
+    const note = `${file.size} bytes${file.truncated ? ", cut at the file limit" : ""}`;
+    parts.push(block(`file ${file.name} (${note})`, file.content, file.encoding, false, "file"));
+  }
   panel.replaceChildren(...parts);
 }

@@ -75,6 +75,11 @@ export function buildSpec(editor, language, tests, sourceFile) {
     files: [{ name: sourceFile || "main", content: editor.text }],
     limits: limits(),
   };
+  const globs = $("#output_files")
+    .value.split(",")
+    .map((g) => g.trim())
+    .filter(Boolean);
+  if (globs.length) spec.output_files = globs;
   const cases = tests.filter((t) => t.stdin !== "" || t.expected !== "");
   if (cases.length)
     spec.tests = cases.map((t) => ({ stdin: t.stdin, expected_output: t.expected === "" ? null : t.expected }));
@@ -192,6 +197,7 @@ export async function run(editor, language, tests, sourceFile) {
     stdin: spec.stdin ?? "",
     tests: cases,
     limits: spec.limits,
+    outputFiles: spec.output_files || [],
   });
   window.history.replaceState(null, "", `#/jobs/${accepted.id}`);
   await watch(accepted.id, cases);
