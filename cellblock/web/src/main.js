@@ -4,7 +4,7 @@
 //   #/jobs/<id>   the same view opened on one job (a shareable link; the source too when this browser ran it)
 //   #/history     jobs run from this browser (localStorage), with filters
 //   #/cluster     workers, backlog per queue, a live chart
-import { apiKey, call, setApiKey } from "./api.js";
+import { ApiError, apiKey, call, setApiKey } from "./api.js";
 import * as cluster from "./cluster.js";
 import { $, el } from "./dom.js";
 import { Editor, hasGrammar } from "./editor.js";
@@ -81,9 +81,7 @@ async function loadLanguages() {
   if (!languages.length) {
     select.replaceChildren(el("option", { value: "" }, "no live worker"));
     showError(
-      Object.assign(new Error("No live worker runs any language yet: start a worker, then reload."), {
-        field: "language",
-      }),
+      new ApiError(503, "no_worker", "No live worker runs any language yet: start a worker, then reload.", "language"),
     );
     return;
   }

@@ -168,7 +168,7 @@ function replayOutput(result) {
 }
 
 export async function run(editor, language, tests, sourceFile) {
-  if (running) return;
+  if (running || $("#run").disabled) return; // a job is being watched or submitted (Ctrl-Enter twice)
   clearErrors();
   if (!language) {
     showError(new ApiError(422, "missing_field", "Pick a language first.", "language"));
