@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.cluster.netns import Network, root_namespace_view
+from tests.service.conftest import wait_until
 
 pytestmark = [pytest.mark.sandbox]  # root: namespaces, veths, mounts
 
@@ -30,7 +31,9 @@ def test_hosts_talk_over_the_bridge_and_leave_nothing_behind() -> None:
                     client.sendall(b"ping")
                     assert peer.recv(4) == b"ping" and peer.getpeername()[0] == net["B"].address
         sleeper = net.start(net["B"], ["sleep", "600"], env={"PATH": "/usr/bin:/bin"}, log="sleep.log")
-        assert sleeper.pid in net.processes(net["B"]) and net.processes(net["A"]) == []
+        # nsenter enters B's namespace a moment after it starts: wait for it to be there, then check
+        wait_until(lambda: sleeper.pid in net.processes(net["B"]), timeout=10, what="the process to be on host B")
+        assert net.processes(net["A"]) == []
     finally:
         net.close()
     assert sleeper.poll() is not None
