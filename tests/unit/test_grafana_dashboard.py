@@ -1,6 +1,7 @@
-"""The Grafana dashboard in deploy/grafana/ queries only metrics the code exports, and shows every one of them.
+"""The Grafana dashboard in deploy/grafana/ queries only metrics the code exports, and shows every one of them;
+the web UI's cluster view reads only exported metrics.
 
-So the dashboard cannot drift from the code: renaming a metric fails here until the dashboard follows.
+So neither can drift from the code: renaming a metric fails here until the dashboard and the UI follow.
 """
 
 from __future__ import annotations
@@ -69,3 +70,12 @@ def test_histograms_are_read_through_their_buckets_with_le() -> None:
     for query in expressions(json.loads(DASHBOARD.read_text())):
         if "histogram_quantile" in query:
             assert "_bucket" in query and "by (le" in query, query
+
+
+def test_the_web_ui_reads_only_exported_metrics() -> None:
+    """The UI's cluster view charts jobs per second and latency from /metrics: its names must exist too."""
+    sources = sorted((DASHBOARD.parents[2] / "cellblock" / "web" / "src").glob("*.js"))
+    known = metric_names()
+    used = {family(name, known) for path in sources for name in METRIC.findall(path.read_text())}
+    assert sources and used >= {"cellblock_jobs"}  # the scan sees what the UI reads
+    assert used - known == set(), f"the web UI reads metrics nobody exports: {sorted(used - known)}"
