@@ -150,8 +150,8 @@ class StreamObserver:
     def step_started(self, label: str) -> None:
         self.label = label
         self.decoders = {name: codecs.getincrementaldecoder("utf-8")() for name in ("stdout", "stderr")}
-        self.step_began = time.monotonic()
         self._emit("step", {"step": label, "phase": "started"})
+        self.step_began = time.monotonic()  # after our own event: the overhead is the sandbox's, not the store's
 
     def output(self, stream: str, data: bytes) -> None:
         try:
