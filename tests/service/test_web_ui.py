@@ -174,6 +174,7 @@ def test_the_page_asks_for_a_key_in_words(ui: Ui, request: pytest.FixtureRequest
         page.locator("#api-key").blur()
         page.wait_for_selector("#language option[value='python3']", state="attached")
         assert page.evaluate("localStorage.getItem('cellblock.key')") == ui.keys["admin"]
+        assert page.text_content("[data-error-for='language']") == ""  # the message went with its cause
     finally:
         shoot(page, request.node.name)
         page.context.close()

@@ -46,6 +46,7 @@ async function asError(response) {
   }
   const err = body && typeof body.error === "object" && body.error ? body.error : null;
   let message = err && err.message ? err.message : STATUS_WORDS[response.status] || `HTTP ${response.status}`;
+  if (response.status === 401 && err) message += " (paste a key in the API key field at the top)";
   const retry = response.headers.get("Retry-After");
   if (retry && (response.status === 429 || response.status === 503) && !/retry in/i.test(message)) {
     message += ` (Retry-After: ${retry} s)`;

@@ -179,6 +179,8 @@ function start() {
   key.value = apiKey();
   key.addEventListener("change", () => {
     setApiKey(key.value.trim());
+    clearErrors();
+    $("#status").textContent = "";
     loadLanguages();
   });
   for (const id of ["#h-language", "#h-verdict", "#h-text"]) $(id).addEventListener("input", history.render);
