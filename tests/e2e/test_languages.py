@@ -44,17 +44,20 @@ class Programs:
     version: str | None = None  # prints the runtime's own version, to compare with the host's toolchain
 
 
+BASH_SUM = r"""
+n=($(cat))
+echo $(( n[0] + n[1] ))
+"""
+BASH_ERROR = r"""
+echo boom >&2
+exit 3
+"""
+
 PROGRAMS: dict[str, Programs] = {
     # Judge0's multi-file program: the main file is the `run` script; a `compile` script, if any, compiles.
     "multifile": Programs(
-        sum=r"""
-n=($(cat))
-echo $(( n[0] + n[1] ))
-""",
-        error=r"""
-echo boom >&2
-exit 3
-""",
+        sum=BASH_SUM,
+        error=BASH_ERROR,
         error_exit=3,
         compile_error=r"""
 echo "make: *** No rule to make target 'undefined_name_xyz'." >&2
@@ -63,14 +66,8 @@ exit 2
         compile_error_file="compile",
     ),
     "bash": Programs(
-        sum=r"""
-n=($(cat))
-echo $(( n[0] + n[1] ))
-""",
-        error=r"""
-echo boom >&2
-exit 3
-""",
+        sum=BASH_SUM,
+        error=BASH_ERROR,
         error_exit=3,
         version=r"""
 echo "$BASH_VERSION"

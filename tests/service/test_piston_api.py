@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conformance import corpus
-from tests.service.conftest import Service, made_service
+from tests.service.conftest import Service
 
 pytestmark = pytest.mark.sandbox
 
@@ -24,12 +24,9 @@ PLAN = corpus.collect("piston_tests")
 
 
 @pytest.fixture(scope="module")
-def svc() -> Iterator[Service]:
-    with made_service() as service:
-        service.start_worker(slots=2)
-        service.start_api()
-        service.wait_ready()
-        yield service
+def svc(service: Service) -> Service:
+    """The shared module service (conftest: Redis, a 2-slot worker, webhooks, the API)."""
+    return service
 
 
 @pytest.fixture

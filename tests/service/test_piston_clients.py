@@ -8,13 +8,12 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.service.conftest import Service, made_service
+from tests.service.conftest import Service
 
 pytestmark = pytest.mark.sandbox
 
@@ -24,12 +23,9 @@ C_SOURCE = '#include <stdio.h>\nint main(void){puts("compiled");return 0;}'
 
 
 @pytest.fixture(scope="module")
-def svc() -> Iterator[Service]:
-    with made_service() as service:
-        service.start_worker(slots=2)
-        service.start_api()
-        service.wait_ready()
-        yield service
+def svc(service: Service) -> Service:
+    """The shared module service (conftest: Redis, a 2-slot worker, webhooks, the API)."""
+    return service
 
 
 def python_version(svc: Service) -> str:

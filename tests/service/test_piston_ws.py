@@ -11,14 +11,13 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.service.conftest import Service, made_service
+from tests.service.conftest import Service
 
 pytestmark = pytest.mark.sandbox
 
@@ -40,12 +39,9 @@ while True:
 
 
 @pytest.fixture(scope="module")
-def svc() -> Iterator[Service]:
-    with made_service() as service:
-        service.start_worker(slots=2)
-        service.start_api()
-        service.wait_ready()
-        yield service
+def svc(service: Service) -> Service:
+    """The shared module service (conftest: Redis, a 2-slot worker, webhooks, the API)."""
+    return service
 
 
 def open_ws(svc: Service) -> ClientConnection:
