@@ -2,8 +2,10 @@
 
 Data-driven over `Registry.load().languages`: the self-test (echo stdin), the toolchain's version, a program
 that adds two numbers from stdin (accepted on several tests), a runtime error (its exit code and message), and
-for compiled languages a compilation error whose compiler message reaches `result.compile`. A language added
-without its programs here fails `test_every_language_has_its_programs`.
+for compiled languages a compilation error whose compiler message reaches `result.compile`. The programs are data,
+one file per language in tests/e2e/programs/<name>.toml (the fields of `Programs`); a language added without
+that file fails `test_every_language_has_its_programs`. A language that cannot express a program (plain text
+cannot add two numbers or fail) leaves it out and says why in `absent`.
 
 Then what each TOML promises beyond that: Java takes any public class name, the JVM and Node get most of the
 memory limit as heap and a deep stack, Go refuses a non-main package, tsc type-checks (with Node's types).
@@ -12,7 +14,9 @@ memory limit as heap and a deep stack, Go refuses a non-main package, tsc type-c
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,285 +40,27 @@ SUM_TESTS = [
 
 @dataclass(frozen=True)
 class Programs:
-    sum: str  # reads two integers (any whitespace) and prints their sum
-    error: str  # fails at run time, printing "boom" to stderr
-    error_exit: int  # the exit code that failure gives
+    sum: str | None = None  # reads two integers (any whitespace) and prints their sum
+    error: str | None = None  # fails at run time, printing "boom" to stderr
+    error_exit: int | None = None  # the exit code that failure gives
     compile_error: str | None = None  # uses UNDEFINED; compiled languages only
     compile_error_file: str | None = None  # where compile_error goes when not the main file (a compile script)
     version: str | None = None  # prints the runtime's own version, to compare with the host's toolchain
+    absent: str | None = None  # why `sum` or `error` is left out (only for a language that cannot express it)
 
 
-BASH_SUM = r"""
-n=($(cat))
-echo $(( n[0] + n[1] ))
-"""
-BASH_ERROR = r"""
-echo boom >&2
-exit 3
-"""
+PROGRAMS_DIR = Path(__file__).with_name("programs")
 
-PROGRAMS: dict[str, Programs] = {
-    # Judge0's multi-file program: the main file is the `run` script; a `compile` script, if any, compiles.
-    "multifile": Programs(
-        sum=BASH_SUM,
-        error=BASH_ERROR,
-        error_exit=3,
-        compile_error=r"""
-echo "make: *** No rule to make target 'undefined_name_xyz'." >&2
-exit 2
-""",
-        compile_error_file="compile",
-    ),
-    "bash": Programs(
-        sum=BASH_SUM,
-        error=BASH_ERROR,
-        error_exit=3,
-        version=r"""
-echo "$BASH_VERSION"
-""",
-    ),
-    "c": Programs(
-        sum=r"""
-#include <stdio.h>
-int main(void) {
-    long long a, b;
-    if (scanf("%lld %lld", &a, &b) != 2) return 1;
-    printf("%lld\n", a + b);
-    return 0;
-}
-""",
-        error=r"""
-#include <stdio.h>
-int main(void) {
-    fprintf(stderr, "boom\n");
-    return 3;
-}
-""",
-        error_exit=3,
-        compile_error=r"""
-int main(void) { return undefined_name_xyz; }
-""",
-        version=r"""
-#include <stdio.h>
-int main(void) { puts(__VERSION__); return 0; }
-""",
-    ),
-    "cpp": Programs(
-        sum=r"""
-#include <iostream>
-int main() {
-    long long a, b;
-    std::cin >> a >> b;
-    std::cout << a + b << '\n';
-}
-""",
-        error=r"""
-#include <iostream>
-int main() {
-    std::cerr << "boom" << std::endl;
-    return 3;
-}
-""",
-        error_exit=3,
-        compile_error=r"""
-#include <vector>
-int main() { std::vector<int> v{undefined_name_xyz}; return v[0]; }
-""",
-        version=r"""
-#include <iostream>
-int main() { std::cout << __VERSION__ << '\n'; }
-""",
-    ),
-    "go": Programs(
-        sum=r"""
-package main
 
-import "fmt"
+def load_programs() -> dict[str, Programs]:
+    """tests/e2e/programs/<name>.toml, one per language: the fields of `Programs`."""
+    return {path.stem: Programs(**tomllib.loads(path.read_text())) for path in sorted(PROGRAMS_DIR.glob("*.toml"))}
 
-func main() {
-	var a, b int64
-	fmt.Scan(&a, &b)
-	fmt.Println(a + b)
-}
-""",
-        error=r"""
-package main
 
-func main() {
-	panic("boom")
-}
-""",
-        error_exit=2,
-        compile_error=r"""
-package main
-
-import "fmt"
-
-func main() {
-	fmt.Println(undefined_name_xyz)
-}
-""",
-        version=r"""
-package main
-
-import (
-	"fmt"
-	"runtime"
-)
-
-func main() {
-	fmt.Println(runtime.Version())
-}
-""",
-    ),
-    "java": Programs(
-        sum=r"""
-import java.util.Scanner;
-
-public class Main {
-    public static void main(String[] args) {
-        Scanner in = new Scanner(System.in);
-        System.out.println(in.nextLong() + in.nextLong());
-    }
-}
-""",
-        error=r"""
-public class Main {
-    public static void main(String[] args) {
-        throw new IllegalStateException("boom");
-    }
-}
-""",
-        error_exit=1,
-        compile_error=r"""
-public class Main {
-    public static void main(String[] args) {
-        System.out.println(undefined_name_xyz);
-    }
-}
-""",
-        version=r"""
-public class Main {
-    public static void main(String[] args) {
-        System.out.println(System.getProperty("java.version"));
-    }
-}
-""",
-    ),
-    "javascript": Programs(
-        sum=r"""
-const [a, b] = require("fs").readFileSync(0, "utf8").trim().split(/\s+/).map(Number);
-console.log(a + b);
-""",
-        error=r"""
-throw new Error("boom");
-""",
-        error_exit=1,
-        version=r"""
-console.log(process.version);
-""",
-    ),
-    "perl": Programs(
-        sum=r"""
-my ($x, $y) = split ' ', do { local $/; <STDIN> };
-print $x + $y, "\n";
-""",
-        error=r"""
-die "boom\n";
-""",
-        error_exit=255,
-        version=r"""
-print $^V, "\n";
-""",
-    ),
-    "php": Programs(
-        sum=r"""<?php
-[$a, $b] = array_map("intval", preg_split("/\s+/", trim(stream_get_contents(STDIN))));
-echo $a + $b, "\n";
-""",
-        error=r"""<?php
-throw new Exception("boom");
-""",
-        error_exit=255,
-        version=r"""<?php
-echo PHP_VERSION, "\n";
-""",
-    ),
-    "python3": Programs(
-        sum=r"""
-import sys
-
-a, b = map(int, sys.stdin.read().split())
-print(a + b)
-""",
-        error=r"""
-raise ValueError("boom")
-""",
-        error_exit=1,
-        version=r"""
-import platform
-
-print(platform.python_version())
-""",
-    ),
-    "ruby": Programs(
-        sum=r"""
-a, b = STDIN.read.split.map(&:to_i)
-puts a + b
-""",
-        error=r"""
-raise "boom"
-""",
-        error_exit=1,
-        version=r"""
-puts RUBY_VERSION
-""",
-    ),
-    "rust": Programs(
-        sum=r"""
-use std::io::Read;
-
-fn main() {
-    let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).unwrap();
-    let v: Vec<i64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    println!("{}", v[0] + v[1]);
-}
-""",
-        error=r"""
-fn main() {
-    panic!("boom");
-}
-""",
-        error_exit=101,
-        compile_error=r"""
-fn main() {
-    println!("{}", undefined_name_xyz);
-}
-""",
-        # No version: a Rust binary carries no rustc version that it could print.
-    ),
-    "typescript": Programs(
-        sum=r"""
-import { readFileSync } from "fs";
-
-const [a, b]: number[] = readFileSync(0, "utf8").trim().split(/\s+/).map(Number);
-console.log(a + b);
-""",
-        error=r"""
-const fail = (): never => {
-    throw new Error("boom");
-};
-fail();
-""",
-        error_exit=1,
-        compile_error=r"""
-console.log(undefined_name_xyz);
-""",
-        # No version: the version is tsc's, and the compiled program runs on Node, which cannot see tsc.
-    ),
-}
+PROGRAMS = load_programs()
 WITH_VERSION = [name for name in NAMES if name in PROGRAMS and PROGRAMS[name].version is not None]
+WITH_SUM = [name for name in NAMES if name in PROGRAMS and PROGRAMS[name].sum is not None]
+WITH_ERROR = [name for name in NAMES if name in PROGRAMS and PROGRAMS[name].error is not None]
 
 
 def test_every_language_has_its_programs() -> None:
@@ -323,6 +69,8 @@ def test_every_language_has_its_programs() -> None:
         programs = PROGRAMS[lang.name]
         assert (programs.compile_error is not None) == lang.compiled, lang.name
         assert programs.compile_error is None or UNDEFINED in programs.compile_error
+        assert (programs.error is None) == (programs.error_exit is None), lang.name
+        assert (programs.sum is None or programs.error is None) == (programs.absent is not None), lang.name
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -348,7 +96,7 @@ def test_programs_run_on_the_toolchain_whose_version_we_report(run_job: Any, reg
     assert registry.get(name).host_version() in result.tests[0].run.stdout
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", WITH_SUM)
 def test_sum_of_two_numbers_is_accepted(run_job: Any, registry: Registry, name: str) -> None:
     result = run_job(name, PROGRAMS[name].sum, tests=SUM_TESTS)
     assert [(t.id, t.verdict) for t in result.tests] == [(t["id"], "accepted") for t in SUM_TESTS], result
@@ -360,7 +108,7 @@ def test_sum_of_two_numbers_is_accepted(run_job: Any, registry: Registry, name: 
         assert result.compile is None
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", WITH_ERROR)
 def test_runtime_error_reports_the_exit_code_and_the_message(run_job: Any, name: str) -> None:
     result = run_job(name, PROGRAMS[name].error)
     assert result.verdict == "runtime_error"
