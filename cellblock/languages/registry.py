@@ -54,9 +54,17 @@ class Language(BaseModel):
     display_name: str
     aliases: list[str] = []
     judge0_ids: list[int] = []
+    judge0_name: str | None = Field(
+        None,
+        description="Judge0's name for it, `{v}` standing for our version: 'C (GCC {v})'. Default: "
+        "display_name, then the version in brackets.",
+    )
     piston_name: str | None = None
     piston_aliases: list[str] = []
     debian_packages: list[str]
+    core: bool = Field(
+        False, description="Installed by scripts/setup on every machine; the others by `cellblock languages install`."
+    )
     version_command: list[str]
     version_pattern: str = r"(\d+(?:\.\d+)+)"
     source_file: str

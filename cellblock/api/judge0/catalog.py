@@ -1,10 +1,11 @@
 """Judge0's static tables, filled with this server's truth: language ids and names, statuses, config, about.
 
 Language ids are Judge0 CE 1.13.1's. Each of our languages answers to the ids in its TOML (`judge0_ids`, the
-CE id of that language) and, for C and C++, to CE's other flavours of the same language (GCC 7.4/8.3 and
-Clang 7), so a client written for "C (GCC 7.4.0)" keeps working; they all run our one toolchain, and every
-name shows our real version ("C (GCC 12.2.0)"). Ids 1-42 are Judge0's archived languages. Id 89 is the
-multi-file program (`multifile.toml`).
+CE id of that language) and, for C and C++, to CE's other flavours of the same language that no entry of ours
+owns (GCC 7.4/8.3; Clang 7 when c-clang/cpp-clang are not registered), so a client written for
+"C (GCC 7.4.0)" keeps working on our one GCC, and every name shows our real version ("C (GCC 12.2.0)", from
+`judge0_name` in the TOML). Ids 1-42 are Judge0's archived languages. Id 89 is the multi-file program
+(`multifile.toml`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,6 @@ VERSION = "1.13.1"  # the SDK maps language aliases through /about's version, an
 MULTIFILE_ID = 89
 ARCHIVED_IDS = range(1, 43)
 FLAVOUR_IDS = {48: 50, 49: 50, 75: 50, 52: 54, 53: 54, 76: 54}  # CE flavour id -> the CE id of our toolchain
-NAMES = {  # Judge0's naming, with our version in place of theirs
-    "bash": "Bash ({v})", "c": "C (GCC {v})", "cpp": "C++ (GCC {v})", "go": "Go ({v})",
-    "java": "Java (OpenJDK {v})", "javascript": "JavaScript (Node.js {v})", "perl": "Perl ({v})",
-    "php": "PHP ({v})", "python3": "Python ({v})", "ruby": "Ruby ({v})", "rust": "Rust ({v})",
-    "typescript": "TypeScript ({v})",
-}  # fmt: skip
 ABOUT = {
     "version": VERSION,
     "homepage": "https://github.com/cellblock/cellblock",
@@ -36,26 +31,27 @@ CPU_EXTRA_TIME_MAX_S = 5.0  # accepted and echoed; we stop a program at its limi
 
 
 def language_of(registry: Registry, language_id: int) -> Language | None:
-    canonical = FLAVOUR_IDS.get(language_id, language_id)
-    return registry.by_judge0_id.get(canonical)
+    """The language that owns the id, else (an older flavour we have no entry for) the one it is a flavour of."""
+    own = registry.by_judge0_id.get(language_id)
+    return own if own is not None else registry.by_judge0_id.get(FLAVOUR_IDS.get(language_id, language_id))
 
 
 def display_name(language: Language, version: str | None) -> str:
     if language.judge0_ids == [MULTIFILE_ID]:
         return "Multi-file program"
-    template = NAMES.get(language.name, language.display_name + " ({v})")
+    template = language.judge0_name or language.display_name + " ({v})"
     return template.format(v=version or "unknown version")
 
 
-def ids_of(language: Language) -> list[int]:
+def ids_of(language: Language, registry: Registry) -> list[int]:
     own = list(language.judge0_ids)
-    return own + sorted(i for i, target in FLAVOUR_IDS.items() if target in own)
+    return own + sorted(i for i, target in FLAVOUR_IDS.items() if target in own and i not in registry.by_judge0_id)
 
 
 def active(registry: Registry, versions: dict[str, str]) -> list[tuple[int, Language, str]]:
     """(id, language, name) of every id a live worker can run, by id."""
     rows = [(i, lang, display_name(lang, versions.get(lang.name))) for lang in registry.languages
-            if lang.name in versions for i in ids_of(lang)]  # fmt: skip
+            if lang.name in versions for i in ids_of(lang, registry)]  # fmt: skip
     return sorted(rows, key=lambda row: row[0])
 
 
