@@ -1,0 +1,49 @@
+"""The managed-runtime languages beyond tests/e2e/test_languages.py: what their TOMLs promise.
+
+JVM languages (Kotlin, Scala, Groovy, Clojure) get java.toml's treatment: the heap follows the memory limit
+(the box has no /sys, so the JVM would size itself for the host), running out of it is the runtime's own
+OutOfMemoryError, and the 64 MiB thread stack takes deep recursion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.sandbox
+
+# 200 MiB of live int arrays, then 200 000 nested calls.
+HEAP = {
+    "kotlin": """fun depth(n: Int): Int = if (n == 0) 0 else 1 + depth(n - 1)
+
+fun main() {
+    val keep = ArrayList<IntArray>()
+    for (i in 0 until 200) keep.add(IntArray(256 * 1024) { i })
+    println(keep.size)
+    println(depth(200000))
+}
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEAP))
+def test_jvm_heap_can_use_most_of_the_memory_limit_and_recursion_is_deep(run_job: Any, name: str) -> None:
+    result = run_job(name, HEAP[name], limits={"memory_mib": 256})
+    assert result.verdict == "accepted", result
+    assert result.tests[0].run.stdout == "200\n200000\n"
+
+
+@pytest.mark.parametrize("name", sorted(HEAP))
+def test_jvm_out_of_heap_is_its_own_error(run_job: Any, name: str) -> None:
+    result = run_job(name, HEAP[name], limits={"memory_mib": 128})
+    assert result.verdict == "runtime_error", result
+    assert "java.lang.OutOfMemoryError" in result.tests[0].run.stderr
+
+
+def test_kotlin_main_in_a_package_runs(run_job: Any) -> None:
+    # The jar's manifest names the main class, so a `package` line does not break the run.
+    source = "package contest.solution\n\nfun main() {\n    println(readLine()!!.length)\n}\n"
+    result = run_job("kotlin", source, stdin="hello\n")
+    assert result.verdict == "accepted", result
+    assert result.tests[0].run.stdout == "5\n"
