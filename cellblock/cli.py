@@ -1,7 +1,5 @@
-"""The `cellblock` command: exec (run one program locally through the sandbox), languages, doctor.
-
-Exit codes: 0 accepted / all good; 1 the program was not accepted; 2 the request was wrong (bad input);
-3 the sandbox or Cellblock itself failed (nothing was judged).
+"""The `cellblock` command: exec (run one program locally through the sandbox), serve, worker, keys, doctor;
+`languages` lives in `cli_languages`. Exit codes: `cli_support`.
 """
 
 from __future__ import annotations
@@ -18,17 +16,10 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from cellblock.cli_support import EXIT_NOT_ACCEPTED, fail
 from cellblock.config import Settings, is_loopback
-from cellblock.errors import CellblockError, InternalError, SandboxUnavailable, UserError
+from cellblock.errors import CellblockError, InternalError, UserError
 from cellblock.models import JobResult, JobSpec, Verdict
-
-EXIT_NOT_ACCEPTED, EXIT_USER_ERROR, EXIT_INTERNAL = 1, 2, 3
-
-
-def _fail(error: CellblockError) -> None:
-    field = f" [{error.field}]" if error.field else ""
-    click.echo(f"error{field}: {error.message}", err=True)
-    sys.exit(EXIT_USER_ERROR if isinstance(error, UserError) else EXIT_INTERNAL)
 
 
 @click.group()
@@ -43,7 +34,7 @@ def _language_for(path: Path, explicit: str | None) -> str:
     from cellblock.languages.registry import Registry
 
     by_suffix: dict[str, str] = {}
-    for lang in Registry.load().languages:
+    for lang in Registry.load(Settings().languages_dir).core_first():
         by_suffix.setdefault(Path(lang.source_file).suffix, lang.name)
     name = by_suffix.get(path.suffix)
     if name is None:
@@ -143,7 +134,7 @@ def exec_command(
         else:
             result = _exec_remote(server, _job_spec(file, lang, stdin_file, tests_file, limits), ca_file)
     except CellblockError as exc:
-        _fail(exc)
+        fail(exc)
         return
     click.echo(result.model_dump_json(indent=2) if as_json else _summary(result))
     sys.exit(0 if result.verdict == Verdict.ACCEPTED else EXIT_NOT_ACCEPTED)
@@ -158,7 +149,7 @@ def _exec(
 
     spec = _job_spec(file, lang, stdin_file, tests_file, limits)
     settings = Settings()
-    return Engine(settings, Registry.load(), SandboxHost(settings)).run(spec)
+    return Engine(settings, Registry.load(settings.languages_dir), SandboxHost(settings)).run(spec)
 
 
 def _exec_remote(server: str, spec: JobSpec, ca_file: Path | None = None) -> JobResult:
@@ -190,50 +181,6 @@ def _job_spec(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(first["msg"], field=".".join(str(p) for p in first["loc"])) from exc
-
-
-@main.command("languages")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--no-self-test", is_flag=True, help="Only list; don't run the self-tests.")
-def languages_command(as_json: bool, no_self_test: bool) -> None:
-    """List every language with its version and self-test result."""
-    from cellblock.languages.registry import Registry
-
-    settings = Settings()
-    registry = Registry.load()
-    engine = None
-    if not no_self_test:
-        try:
-            from cellblock.engine import Engine
-            from cellblock.sandbox.host import SandboxHost
-
-            engine = Engine(settings, registry, SandboxHost(settings))
-        except SandboxUnavailable as exc:
-            _fail(exc)
-    rows = []
-    for lang in registry.languages:
-        version = lang.host_version()
-        status = "not installed: apt-get install " + " ".join(lang.debian_packages) if version is None else "-"
-        if version is not None and engine is not None:
-            try:
-                passed, reason = engine.self_test(lang)
-            except InternalError as exc:
-                passed, reason = False, exc.message
-            status = "self-test ok" if passed else f"self-test FAILED: {reason}"
-        rows.append(
-            {
-                "name": lang.name,
-                "display_name": lang.display_name,
-                "version": version,
-                "judge0_ids": lang.judge0_ids,
-                "status": status,
-            }
-        )
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['name']:<12} {row['version'] or '-':<10} {row['display_name']:<24} {row['status']}")
 
 
 def _service_settings(**overrides: Any) -> Settings:
@@ -288,7 +235,7 @@ def serve_command(redis_url: str | None, broker_url: str | None, host: str | Non
         try:
             sys.exit(serve_embedded(settings, say))
         except CellblockError as exc:
-            _fail(exc)
+            fail(exc)
     _check_cluster_key(settings)
     import uvicorn
 
@@ -310,7 +257,7 @@ def _preflight(settings: Settings, *, api: bool = False) -> None:
             preflight.check_api_tls(settings)
         preflight.check_store(settings)
     except CellblockError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _check_broker(settings: Settings) -> None:
@@ -322,7 +269,7 @@ def _check_broker(settings: Settings) -> None:
             check_broker_url(settings.broker_url)
         ping_broker(settings, timeout_s=3.0)
     except CellblockError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _check_cluster_key(settings: Settings) -> None:
@@ -334,7 +281,7 @@ def _check_cluster_key(settings: Settings) -> None:
         with _job_store(settings) as client:
             check_cluster_key(client, Sealer.from_settings(settings))
     except CellblockError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _check_auth(settings: Settings) -> None:
@@ -350,12 +297,12 @@ def _check_auth(settings: Settings) -> None:
         with _job_store(settings) as client:
             usable = Keys(client).usable()
     except CellblockError as exc:
-        _fail(exc)
+        fail(exc)
     if usable == 0:
         why = "API keys are required (CELLBLOCK_AUTH=required)"
         if not is_loopback(settings.api_host):
             why = f"the API would listen on {settings.api_host}, an address other machines can reach,"
-        _fail(UserError(f"{why} and the job store holds no usable API key. Create one with `cellblock keys create "
+        fail(UserError(f"{why} and the job store holds no usable API key. Create one with `cellblock keys create "
                         "--name NAME --scopes submit,read` (same --redis), or pass --insecure-no-auth to serve "
                         "without keys", field="auth"))  # fmt: skip
 
@@ -408,7 +355,7 @@ def _keys(redis_url: str | None) -> Iterator[Any]:
         with _job_store(settings) as client:
             yield Keys(client)
     except CellblockError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @keys_group.command("create")
@@ -432,7 +379,7 @@ def keys_create(redis_url: str | None, name: str, scopes: str, rate: str | None,
     except ValidationError as exc:
         first = exc.errors()[0]
         option = "--" + str(first["loc"][0]).replace("_", "-")
-        _fail(UserError(f"{option}: {first['msg'].removeprefix('Value error, ')}", field=option))
+        fail(UserError(f"{option}: {first['msg'].removeprefix('Value error, ')}", field=option))
         return
     with _keys(redis_url) as keys:
         created = keys.create(request)
@@ -476,7 +423,7 @@ def keys_revoke(redis_url: str | None, key_id: str) -> None:
     with _keys(redis_url) as keys:
         key = keys.revoke(key_id.strip())
     if key is None:
-        _fail(UserError(f"no API key {key_id!r} (see `cellblock keys list`)", field="id"))
+        fail(UserError(f"no API key {key_id!r} (see `cellblock keys list`)", field="id"))
         return
     click.echo(f"revoked {key.id} ({key.name})")
 
@@ -486,23 +433,36 @@ def keys_revoke(redis_url: str | None, key_id: str) -> None:
 @click.option("--broker", "broker_url", help="Celery broker URL, e.g. amqp://… for RabbitMQ.")
 @click.option("--slots", type=int, help="Sandbox slots on this host (default: one per core).")
 @click.option("--name", help="Worker name (default: cellblock-<host>-<pid>).")
+@click.option(
+    "--languages",
+    "languages",
+    metavar="NAMES",
+    help="Offer only these languages (comma-separated names or aliases; default: every installed one).",
+)
 @_log_format_option
 def worker_command(redis_url: str | None, broker_url: str | None, slots: int | None, name: str | None,
-                   log_format: str | None) -> None:  # fmt: skip
+                   languages: str | None, log_format: str | None) -> None:  # fmt: skip
     """Join a cluster: self-test every language, then run jobs of those that passed."""
     from cellblock.workerhost import start_worker
 
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url, worker_slots=slots,
-                                 log_format=log_format)  # fmt: skip
+                                 worker_languages=languages, log_format=log_format)  # fmt: skip
     say = _start_logging(settings)
     if settings.redis_url is None:
-        _fail(UserError("a worker needs --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
+        fail(UserError("a worker needs --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
+    try:
+        from cellblock.languages.registry import Registry
+        from cellblock.workerhost import offered_languages
+
+        offered_languages(settings, Registry.load(settings.languages_dir))  # a misspelt --languages: exit 2 now
+    except UserError as exc:
+        fail(exc)
     _preflight(settings)
     _check_broker(settings)
     try:
         sys.exit(start_worker(settings, say, name=name))
     except CellblockError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @main.command("webhooks")
@@ -516,7 +476,7 @@ def webhooks_command(redis_url: str | None, broker_url: str | None, log_format: 
     settings = _service_settings(redis_url=redis_url, broker_url=broker_url, log_format=log_format)
     _start_logging(settings)
     if settings.redis_url is None:
-        _fail(UserError("webhooks need --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
+        fail(UserError("webhooks need --redis URL (or CELLBLOCK_REDIS_URL)", field="redis"))
     _preflight(settings)
     sys.exit(run_sender(settings))
 
@@ -561,7 +521,7 @@ def run_command(
     try:
         sys.exit(run_folder(options, Settings(), click.echo))
     except CellblockError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
@@ -573,3 +533,12 @@ def doctor_command() -> None:
     from cellblock.doctor import run_doctor
 
     sys.exit(run_doctor(Settings(), click.echo))
+
+
+def _add_command_groups() -> None:
+    from cellblock.cli_languages import languages_group
+
+    main.add_command(languages_group)
+
+
+_add_command_groups()

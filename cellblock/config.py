@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     tmp_size_mib: int = Field(64, ge=1, description="Size of the per-run tmpfs at /tmp.")
     poll_interval_s: float = Field(0.01, gt=0, le=0.5, description="How often the CPU/output watcher looks.")
     allow_network: bool = Field(False, description="Whether a job may ask for network access at all.")
+    languages_dir: Path | None = Field(
+        None,
+        description="Extra language TOML files (site languages, same schema as cellblock/languages/*.toml), "
+        "read by the API and every worker: set it the same on every host.",
+    )
     max_source_kib: int = Field(1024, ge=1, description="Largest total size of a job's files.")
     max_tests: int = Field(1000, ge=1, description="Most test cases in one job.")
     max_output_files_kib: int = Field(4096, ge=0, description="Cap on the total size of returned output files.")
@@ -79,6 +84,11 @@ class Settings(BaseSettings):
         "for none; 'auto' is 'required' unless the API listens on a loopback address.",
     )
     worker_slots: int | None = Field(None, ge=1, description="Sandbox slots of this worker (default: one per core).")
+    worker_languages: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The languages this worker offers, by name or alias (comma-separated in "
+        "CELLBLOCK_WORKER_LANGUAGES); empty: every installed language that passes its self-test.",
+    )
     result_retention_s: int = Field(86400, ge=60, description="How long finished jobs and their events are kept.")
     max_backlog: int = Field(10000, ge=1, description="Queued jobs above which submissions get 503 + Retry-After.")
     max_body_kib: int = Field(16384, ge=1, description="Largest request body the API reads.")
@@ -137,7 +147,7 @@ class Settings(BaseSettings):
     default_compile: LimitBounds = DEFAULT_COMPILE
     max_compile: LimitBounds = MAX_COMPILE
 
-    @field_validator("cluster_keys", mode="before")
+    @field_validator("cluster_keys", "worker_languages", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         """``CELLBLOCK_CLUSTER_KEYS=new,old``: a comma-separated list (blank entries ignored)."""

@@ -8,6 +8,7 @@ from cellblock.config import Settings
 from cellblock.errors import CellblockError
 from cellblock.languages.registry import Registry
 from cellblock.sandbox.host import SandboxHost, prerequisite_problems
+from cellblock.toolchains import evaluate_many
 
 
 def run_doctor(settings: Settings, say: Callable[[str], None]) -> int:
@@ -23,21 +24,21 @@ def run_doctor(settings: Settings, say: Callable[[str], None]) -> int:
         host = SandboxHost(settings)
         from cellblock.engine import Engine
 
-        engine = Engine(settings, Registry.load(), host)
+        engine = Engine(settings, Registry.load(settings.languages_dir), host)
     except CellblockError as exc:
         say(f"FAIL  {exc.message}")
         return 1
     say(f"ok    cgroup v{host.cgroups.version} under {settings.cgroup_root}")
+    statuses = evaluate_many(engine, engine.registry.languages, settings.slot_count())
     failed = 0
-    for lang in engine.registry.languages:
-        version = lang.host_version()
-        if version is None:
-            say(f"--    {lang.name}: not installed (apt-get install {' '.join(lang.debian_packages)})")
+    missing = []
+    for name, status in statuses.items():
+        if not status.installed:
+            missing.append(name)
             continue
-        try:
-            passed, reason = engine.self_test(lang)
-        except CellblockError as exc:
-            passed, reason = False, exc.message
-        failed += not passed
-        say(f"{'ok  ' if passed else 'FAIL'}  {lang.name} {version}: self-test {reason}")
+        failed += not status.passed
+        say(f"{'ok  ' if status.passed else 'FAIL'}  {name} {status.version or '-'}: "
+            + ("self-test ok" if status.passed else status.reason))  # fmt: skip
+    if missing:
+        say(f"--    not installed: {', '.join(missing)} (cellblock languages install NAME… or --all)")
     return 1 if failed else 0

@@ -8,6 +8,9 @@ that passed (`worker.start_worker`). Afterwards this thread, in the worker's mai
   sandbox's PATH, then resolved: inode, size, mtime): a stat per language, so it can run every few seconds;
 * re-runs the self-test of a language whose fingerprint changed (removed, reinstalled, upgraded, newly
   installed), and of every language each `self_test_interval_s` (a broken shared library changes no stat);
+  a language that fails right after a change is tried again at every check for `RETRY_AFTER_CHANGE_S`,
+  because a package manager unpacks the binary before the libraries it needs (`cellblock languages install`
+  while the worker runs: the language is taken within seconds of apt finishing, no restart);
 * hands the differences to `on_change(added, removed)`: the worker then cancels or adds the Celery consumer
   of each language's queue and republishes its WorkerInfo, so the API stops offering a language no live
   worker runs and the broker stops routing it here.
@@ -23,12 +26,16 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cellblock.engine import Engine
 from cellblock.errors import CellblockError
 from cellblock.languages.registry import SANDBOX_PATH, Language
+
+if TYPE_CHECKING:
+    from cellblock.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +54,43 @@ def fingerprint(language: Language) -> Fingerprint:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+RETRY_AFTER_CHANGE_S = 60.0
+
+
 @dataclass
 class Status:
     passed: bool
     version: str | None
     reason: str
+    installed: bool = True
+
+    @property
+    def state(self) -> str:
+        """One word for listings: ok, failing (installed but unusable, `reason` says why) or not-installed."""
+        return "ok" if self.passed else "failing" if self.installed else "not-installed"
 
 
 def evaluate(engine: Engine, language: Language) -> Status:
     """Is the language usable here: installed, a version we can read, and its self-test passing?"""
+    if fingerprint(language) is None:
+        return Status(False, None, f"not installed: cellblock languages install {language.name}", installed=False)
     version = language.host_version()
     if version is None:
-        return Status(False, None, "toolchain not installed: apt-get install " + " ".join(language.debian_packages))
+        return Status(False, None, f"cannot read its version with {' '.join(language.version_command)!r}")
     try:
         ok, reason = engine.self_test(language)
     except CellblockError as exc:
         ok, reason = False, exc.message
     return Status(ok, version, "ok" if ok else f"self-test failed: {reason}")
+
+
+def evaluate_many(engine: Engine, languages: Iterable[Language], threads: int) -> dict[str, Status]:
+    """`evaluate` each language, `threads` at a time (each self-test holds one sandbox slot), by name in the
+    order given. A worker's start and `cellblock languages` wait for the slowest compiler, not for the sum."""
+    languages = list(languages)
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="self-test") as pool:
+        verdicts = list(pool.map(lambda lang: evaluate(engine, lang), languages))
+    return {lang.name: verdict for lang, verdict in zip(languages, verdicts, strict=True)}
 
 
 Changes = Callable[[dict[str, Status], dict[str, Status]], None]  # (added, removed) by language name
@@ -73,14 +100,16 @@ class ToolchainWatch(threading.Thread):
     """Re-checks the toolchains in the background and reports which languages to add or remove."""
 
     def __init__(self, engine: Engine, serving: dict[str, Status], on_change: Changes, *, check_interval_s: float,
-                 self_test_interval_s: float) -> None:  # fmt: skip
+                 self_test_interval_s: float, languages: list[Language] | None = None) -> None:  # fmt: skip
         super().__init__(daemon=True, name="toolchain-watch")
         self.engine = engine
+        self.languages = languages if languages is not None else engine.registry.languages  # the ones to watch
         self.serving = dict(serving)  # language name → its passing verdict
         self.on_change = on_change
         self.check_interval_s = check_interval_s
         self.self_test_interval_s = self_test_interval_s
-        self.prints = {lang.name: fingerprint(lang) for lang in engine.registry.languages}
+        self.prints = {lang.name: fingerprint(lang) for lang in self.languages}
+        self.retry_until: dict[str, float] = {}  # failed right after a change: try again until then (monotonic)
         self.last_full = time.monotonic()
         self.stopped = threading.Event()
 
@@ -88,13 +117,21 @@ class ToolchainWatch(threading.Thread):
         """One pass: re-evaluate what changed (or everything, when `full`) and report the differences."""
         added: dict[str, Status] = {}
         removed: dict[str, Status] = {}
-        for lang in self.engine.registry.languages:
+        now_s = time.monotonic()
+        for lang in self.languages:
             now = fingerprint(lang)
             changed = now != self.prints[lang.name]
             self.prints[lang.name] = now
-            if not (changed or (full and (now is not None or lang.name in self.serving))):
+            retry = self.retry_until.get(lang.name, 0.0) > now_s
+            if not (changed or retry or (full and (now is not None or lang.name in self.serving))):
                 continue
             verdict = evaluate(self.engine, lang)
+            if changed and verdict.installed and not verdict.passed:
+                self.retry_until[lang.name] = now_s + RETRY_AFTER_CHANGE_S
+                log.warning("%s changed and fails: %s (trying again for %.0f s)", lang.name, verdict.reason,
+                            RETRY_AFTER_CHANGE_S)  # fmt: skip
+            elif verdict.passed or not verdict.installed:
+                self.retry_until.pop(lang.name, None)
             if verdict.passed and lang.name not in self.serving:
                 added[lang.name] = verdict
             elif not verdict.passed and lang.name in self.serving:

@@ -74,7 +74,7 @@ class Runtime:
         self.name = name
         self.sealer = sealer
         self.redis = redis.Redis(**redis_kwargs(settings.job_store_url()), decode_responses=True, socket_timeout=30)
-        self.engine = Engine(settings, Registry.load(), SandboxHost(settings))
+        self.engine = Engine(settings, Registry.load(settings.languages_dir), SandboxHost(settings))
         self.current: str | None = None
         self.cancelled: set[str] = set()
         self.lease = Lease(settings)

@@ -22,28 +22,37 @@ from cellblock import __version__
 from cellblock.config import Settings
 from cellblock.dispatch import language_queue
 from cellblock.engine import Engine
-from cellblock.languages.registry import Registry
+from cellblock.languages.registry import Language, Registry
 from cellblock.redis_url import redis_kwargs
 from cellblock.sandbox.host import SandboxHost
 from cellblock.sealing import Sealer
 from cellblock.state import WORKERS, WorkerInfo, check_cluster_key, now_iso, running_key, worker_key
-from cellblock.toolchains import Status, ToolchainWatch, evaluate, fingerprint
+from cellblock.toolchains import Status, ToolchainWatch, evaluate_many, fingerprint
 from cellblock.worker import build_app, celery_node_name
 
 log = logging.getLogger(__name__)
 
 
-def self_test_languages(engine: Engine, say: Callable[[str], None]) -> dict[str, Status]:
-    """Run every installed language's self-test through the real sandbox; the passing ones, by name."""
+def offered_languages(settings: Settings, registry: Registry) -> list[Language]:
+    """The languages this worker may offer: `worker_languages` (names or aliases), else all. Raises
+    UnknownLanguage (a user error: exit 2) for a name the registry does not know."""
+    if not settings.worker_languages:
+        return registry.languages
+    chosen = {registry.get(name).name for name in settings.worker_languages}
+    return [lang for lang in registry.languages if lang.name in chosen]
+
+
+def self_test_languages(engine: Engine, say: Callable[[str], None], languages: list[Language],
+                        threads: int) -> dict[str, Status]:  # fmt: skip
+    """Run the self-test of each installed language through the real sandbox, `threads` at once; the passing
+    ones, by name. Languages not installed here are left out quietly (`cellblock languages` lists them)."""
+    installed = [lang for lang in languages if fingerprint(lang) is not None]
     passing: dict[str, Status] = {}
-    for lang in engine.registry.languages:
-        if fingerprint(lang) is None:
-            continue  # not installed here: `cellblock languages` lists it, the worker stays quiet
-        status = evaluate(engine, lang)
-        say(f"{'ok  ' if status.passed else 'FAIL'}  {lang.name} {status.version or ''}"
+    for name, status in evaluate_many(engine, installed, threads).items():
+        say(f"{'ok  ' if status.passed else 'FAIL'}  {name} {status.version or ''}"
             + ("" if status.passed else f": {status.reason}"))  # fmt: skip
         if status.passed:
-            passing[lang.name] = status
+            passing[name] = status
     return passing
 
 
@@ -122,8 +131,9 @@ def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | 
     sealer = Sealer.from_settings(settings)
     with redis.Redis(**redis_kwargs(settings.job_store_url()), socket_timeout=10) as client:
         check_cluster_key(client, sealer)  # raises SealError: a host with the wrong key takes no job
-    engine = Engine(settings, Registry.load(), host)
-    passing = self_test_languages(engine, say)
+    engine = Engine(settings, Registry.load(settings.languages_dir), host)
+    languages = offered_languages(settings, engine.registry)
+    passing = self_test_languages(engine, say, languages, settings.slot_count())
     if not passing:
         say("no language passed its self-test: this worker would run nothing")
         return 1
@@ -137,7 +147,7 @@ def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | 
     app = build_app(settings, sorted(passing), node, sealer)
     watch = ToolchainWatch(engine, passing, Routing(app, node, heartbeat, say),
                            check_interval_s=settings.toolchain_check_interval_s,
-                           self_test_interval_s=settings.self_test_interval_s)  # fmt: skip
+                           self_test_interval_s=settings.self_test_interval_s, languages=languages)  # fmt: skip
     watch.start()
     say(f"worker {node}: {slots} slots, queues {', '.join(info.queues)}")
     try:

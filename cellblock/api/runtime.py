@@ -19,7 +19,7 @@ BACKLOG_CACHE_S = 1.0
 class ApiRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = Registry.load()
+        self.registry = Registry.load(settings.languages_dir)
         self.dispatcher = Dispatcher(settings)
         self.store = AsyncStore(settings, self.dispatcher.sealer)
         self.publisher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="publish")  # kombu blocks

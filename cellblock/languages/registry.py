@@ -158,6 +158,11 @@ class Registry:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return f"unknown language {name!r}.{hint} Known: {', '.join(lang.name for lang in self.languages)}"
 
+    def core_first(self) -> list[Language]:
+        """The languages with the core set first: where several share a file extension (.c: c and c-clang;
+        .py: python3 and pypy3), the first one claiming it is the one a bare file name means."""
+        return sorted(self.languages, key=lambda lang: (not lang.core, lang.name))
+
     @cached_property
     def by_judge0_id(self) -> dict[int, Language]:
         return {i: lang for lang in self.languages for i in lang.judge0_ids}

@@ -91,8 +91,69 @@ def test_languages_lists_versions_and_self_tests(data_dir: Path) -> None:
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)}
     assert rows["python3"]["version"].startswith("3.")
-    assert rows["python3"]["status"] == "self-test ok"
+    assert rows["python3"]["state"] == "ok" and rows["python3"]["reason"] is None
     assert 71 in rows["python3"]["judge0_ids"]
+
+
+# Site languages (CELLBLOCK_LANGUAGES_DIR) in the three states a listing must tell apart.
+ABSENT_TOML = """
+name = "absent"
+display_name = "Absent"
+debian_packages = ["cellblock-test-no-such-package"]
+version_command = ["cellblock-test-no-such-binary", "--version"]
+source_file = "main.absent"
+run = ["cellblock-test-no-such-binary", "{source}"]
+[self_test]
+source = "x"
+"""
+BROKEN_TOML = """
+name = "broken"
+display_name = "Broken (its self-test fails)"
+debian_packages = ["python3"]
+version_command = ["python3", "--version"]
+source_file = "main.py"
+run = ["python3", "{source}"]
+[self_test]
+source = "import sys; sys.stderr.write('this toolchain is broken'); sys.exit(4)"
+"""
+
+
+@pytest.fixture
+def site_languages(tmp_path: Path) -> Path:
+    directory = tmp_path / "languages"
+    directory.mkdir()
+    (directory / "absent.toml").write_text(ABSENT_TOML)
+    (directory / "broken.toml").write_text(BROKEN_TOML)
+    return directory
+
+
+def test_languages_tells_ok_failing_and_not_installed_apart(data_dir: Path, site_languages: Path) -> None:
+    done = cellblock(data_dir, "languages", "--json", CELLBLOCK_LANGUAGES_DIR=str(site_languages))
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert rows["absent"]["state"] == "not-installed" and rows["absent"]["version"] is None
+    assert rows["absent"]["reason"] == "not installed: cellblock languages install absent"
+    assert rows["broken"]["state"] == "failing" and rows["broken"]["version"].startswith("3.")
+    assert "self-test failed" in rows["broken"]["reason"] and "this toolchain is broken" in rows["broken"]["reason"]
+    assert rows["python3"]["state"] == "ok"
+    text = cellblock(data_dir, "languages", CELLBLOCK_LANGUAGES_DIR=str(site_languages))
+    summary = text.stdout.strip().splitlines()[-1]
+    assert "1 failing" in summary and "1 not installed" in summary and "cellblock languages install" in summary
+
+
+def test_languages_install_refuses_unknown_names_and_says_the_closest(data_dir: Path) -> None:
+    done = cellblock(data_dir, "languages", "install", "pyhton3")
+    assert done.returncode == 2 and "unknown language 'pyhton3'" in done.stderr and "'python3'" in done.stderr
+    neither = cellblock(data_dir, "languages", "install")
+    assert neither.returncode == 2 and "--all or --core" in neither.stderr
+
+
+def test_languages_install_of_an_installed_language_only_self_tests_it(data_dir: Path, site_languages: Path) -> None:
+    done = cellblock(data_dir, "languages", "install", "py", "ruby")  # an alias is fine
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all present" in done.stdout and "2 languages: 2 ok" in done.stdout
+    failing = cellblock(data_dir, "languages", "install", "broken", CELLBLOCK_LANGUAGES_DIR=str(site_languages))
+    assert failing.returncode == 1 and "failing" in failing.stdout and "this toolchain is broken" in failing.stdout
 
 
 def test_doctor_checks_everything(data_dir: Path) -> None:

@@ -89,7 +89,7 @@ def test_a_vanished_toolchain_is_dropped_and_taken_back(svc: Service) -> None:
         other = api.post("/v1/jobs", params={"wait": "true"}, json=PY_JOB).json()
         assert other["verdict"] == "accepted" and other["tests"][0]["run"]["stdout"] == "ba\n", other
         log = (svc.root / "worker-0.log").read_text()
-        assert "FAIL  ruby: toolchain not installed" in log and "no longer taking its jobs" in log, log
+        assert "FAIL  ruby: not installed" in log and "no longer taking its jobs" in log, log
 
         restore_ruby(worker)
         wait_until(lambda: "ruby" in (languages_of(api, "watched") or []), timeout=30,
@@ -123,3 +123,77 @@ def test_a_job_that_arrives_first_is_handed_back_not_judged(svc: Service) -> Non
         assert body["tests"][0]["run"]["stdout"] == "OK\n"
         assert [w for _, w in running_starts(svc, job_id)] == ["sighted"] and attempts(svc, job_id) == 1
     assert blind.poll() is None
+
+
+# --- a language installed while the worker runs ---------------------------------------------------------------
+
+# A site language (CELLBLOCK_LANGUAGES_DIR) whose toolchain the test "installs" the way apt does: the binary
+# first, the library it needs a moment later. Both live under /usr/local (the sandbox binds /usr), with a name
+# no other test or package uses, and are removed afterwards.
+LATE = f"cellblock-test-late-{os.getpid()}"
+LATE_TOML = f'''
+name = "late"
+display_name = "Late (a language installed while the worker runs)"
+debian_packages = []
+version_command = ["{LATE}", "--version"]
+source_file = "main.late"
+run = ["{LATE}", "{{source}}"]
+
+[self_test]
+source = "copy"
+'''
+LATE_BINARY = f"""#!/bin/sh
+[ "$1" = --version ] && {{ echo "late 1.2.3"; exit 0; }}
+exec python3 /usr/local/lib/{LATE}.py "$@"
+"""
+LATE_LIBRARY = """import sys
+if open(sys.argv[1]).read().strip() == "copy":
+    sys.stdout.write(sys.stdin.read())
+"""
+
+
+@pytest.fixture
+def late_language(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    languages = tmp_path / "languages"
+    languages.mkdir()
+    (languages / "late.toml").write_text(LATE_TOML)
+    binary, library = Path("/usr/local/bin", LATE), Path("/usr/local/lib", f"{LATE}.py")
+    try:
+        yield languages, binary, library
+    finally:
+        binary.unlink(missing_ok=True)
+        library.unlink(missing_ok=True)
+
+
+def test_a_language_installed_while_the_worker_runs_is_taken_without_a_restart(
+    late_language: tuple[Path, Path, Path],
+) -> None:
+    languages, binary, library = late_language
+    late_job = {"language": "late", "files": [{"name": "main.late", "content": "copy"}], "stdin": "installed"}
+    with made_service(CELLBLOCK_LANGUAGES_DIR=str(languages)) as svc:
+        svc.start_api()
+        worker = start_isolated_worker(svc, "running", CELLBLOCK_TOOLCHAIN_CHECK_INTERVAL_S="0.5")
+        svc.wait_ready()
+        api = svc.client()
+        assert "late" not in (languages_of(api, "running") or []) and "python3" in (languages_of(api, "running") or [])
+        refused = api.post("/v1/jobs", json=late_job)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "language_unavailable", refused.text
+
+        # The binary arrives without its library: the self-test fails, the language stays out.
+        binary.write_text(LATE_BINARY)
+        binary.chmod(0o755)
+        log_path = svc.root / "worker-0.log"
+        wait_until(lambda: "late changed and fails" in log_path.read_text(), timeout=15,
+                   what="the watch to try the new binary")  # fmt: skip
+        assert "self-test failed" in log_path.read_text()
+        assert "late" not in (languages_of(api, "running") or [])
+
+        # The library arrives; the binary does not change again (no new stat), the watch retries anyway.
+        library.write_text(LATE_LIBRARY)
+        wait_until(lambda: "late" in (languages_of(api, "running") or []), timeout=30,
+                   what="the worker to take the new language")  # fmt: skip
+        time.sleep(LANGUAGE_CACHE_S + 0.1)
+        done = api.post("/v1/jobs", params={"wait": "true"}, json=late_job).json()
+        assert done["verdict"] == "accepted" and done["tests"][0]["run"]["stdout"] == "installed", done
+        assert done["worker"] == "running" and worker.poll() is None
+        api.close()
