@@ -24,6 +24,17 @@ fun main() {
     println(depth(200000))
 }
 """,
+    "scala": """object Main {
+  def depth(n: Int): Int = if (n == 0) 0 else 1 + depth(n - 1)
+
+  def main(args: Array[String]): Unit = {
+    val keep = scala.collection.mutable.ArrayBuffer[Array[Int]]()
+    for (i <- 0 until 200) keep += Array.fill(256 * 1024)(i)
+    println(keep.size)
+    println(depth(200000))
+  }
+}
+""",
 }
 
 
@@ -47,3 +58,11 @@ def test_kotlin_main_in_a_package_runs(run_job: Any) -> None:
     result = run_job("kotlin", source, stdin="hello\n")
     assert result.verdict == "accepted", result
     assert result.tests[0].run.stdout == "5\n"
+
+
+def test_scala_object_with_any_name_runs(run_job: Any) -> None:
+    # scalac writes the main object's name into the jar's manifest, like `scala Main` in Judge0 but any name.
+    source = 'object Solution extends App {\n  println("hello, " + scala.io.StdIn.readLine())\n}\n'
+    result = run_job("scala", source, stdin="world\n")
+    assert result.verdict == "accepted", result
+    assert result.tests[0].run.stdout == "hello, world\n"
