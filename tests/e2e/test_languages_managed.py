@@ -1,6 +1,6 @@
 """The managed-runtime languages beyond tests/e2e/test_languages.py: what their TOMLs promise.
 
-JVM languages (Kotlin, Scala, Groovy, Clojure) get java.toml's treatment: the heap follows the memory limit
+JVM languages (Kotlin, Scala, Groovy) get java.toml's treatment: the heap follows the memory limit
 (the box has no /sys, so the JVM would size itself for the host), running out of it is the runtime's own
 OutOfMemoryError, and the 64 MiB thread stack takes deep recursion.
 """
@@ -15,6 +15,13 @@ pytestmark = pytest.mark.sandbox
 
 # 200 MiB of live int arrays, then 200 000 nested calls.
 HEAP = {
+    "groovy": """int depth(int n) { n == 0 ? 0 : 1 + depth(n - 1) }
+
+def keep = []
+200.times { int i -> int[] block = new int[256 * 1024]; Arrays.fill(block, i); keep << block }
+println keep.size()
+println depth(200000)
+""",
     "kotlin": """fun depth(n: Int): Int = if (n == 0) 0 else 1 + depth(n - 1)
 
 fun main() {
