@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         description="How often a worker re-runs every self-test (catches what no stat shows, "
         "e.g. a broken library); 0: only at start and on a toolchain change.",
     )
+    self_test_reuse_s: float = Field(
+        900.0,
+        ge=0,
+        description="A starting worker trusts a self-test that passed on this machine this recently, for the same "
+        "toolchain binary, language definition and Cellblock version; 0: every worker runs every self-test.",
+    )
     worker_ttl_s: float = Field(10.0, gt=0, description="A worker unseen this long is considered gone.")
     webhook_attempts: int = Field(6, ge=1, description="POSTs of a result to callback_url before giving up.")
     webhook_timeout_s: float = Field(10.0, gt=0)

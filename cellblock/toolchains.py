@@ -15,12 +15,20 @@ that passed (`worker.start_worker`). Afterwards this thread, in the worker's mai
   of each language's queue and republishes its WorkerInfo, so the API stops offering a language no live
   worker runs and the broker stops routing it here.
 
+At start a worker trusts a self-test that passed on this machine within `self_test_reuse_s` for the very same
+toolchain binary (fingerprint), language definition and Cellblock version (`PassedSelfTests`, files under the
+machine-wide slot lock dir on /run): the same trust the watch gives a passing verdict between its full rounds.
+A second worker, a restart, or a test suite starting many workers then starts in a second, not after every
+compiler has run; `cellblock languages` and `cellblock doctor` always run the self-tests.
+
 Between a toolchain vanishing and the next check, a job of that language may still arrive: the pool process
 checks the binary before it starts a job and hands such a job back to the broker (`worker.ToolchainMissing`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -29,8 +37,10 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cellblock import __version__
 from cellblock.errors import CellblockError
 from cellblock.languages.registry import SANDBOX_PATH, Language
 
@@ -84,12 +94,61 @@ def evaluate(engine: Engine, language: Language) -> Status:
     return Status(ok, version, "ok" if ok else f"self-test failed: {reason}")
 
 
-def evaluate_many(engine: Engine, languages: Iterable[Language], threads: int) -> dict[str, Status]:
+class PassedSelfTests:
+    """Self-tests that passed on this machine recently: one small file per (Cellblock version, language
+    definition, toolchain fingerprint), its mtime the time it passed. Files are written whole and renamed
+    into place, so concurrent workers never read half a file; a lost race only costs a repeated self-test."""
+
+    def __init__(self, directory: Path, max_age_s: float) -> None:
+        self.directory = directory
+        self.max_age_s = max_age_s
+
+    def _path(self, language: Language) -> Path | None:
+        print_ = fingerprint(language)
+        if print_ is None or self.max_age_s <= 0:
+            return None
+        identity = json.dumps([__version__, language.model_dump(mode="json"), print_], sort_keys=True)
+        return self.directory / (hashlib.sha256(identity.encode()).hexdigest() + ".json")
+
+    def recall(self, language: Language) -> Status | None:
+        path = self._path(language)
+        try:
+            if path is None or time.time() - path.stat().st_mtime > self.max_age_s:
+                return None
+            version = json.loads(path.read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return None
+        age = time.time() - path.stat().st_mtime
+        return Status(True, version, f"ok (its self-test passed on this machine {age:.0f} s ago)")
+
+    def remember(self, language: Language, status: Status) -> None:
+        path = self._path(language)
+        if path is None or not status.passed:
+            return
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps({"language": language.name, "version": status.version}))
+        temporary.replace(path)
+
+
+def evaluate_many(engine: Engine, languages: Iterable[Language], threads: int,
+                  recent: PassedSelfTests | None = None) -> dict[str, Status]:  # fmt: skip
     """`evaluate` each language, `threads` at a time (each self-test holds one sandbox slot), by name in the
-    order given. A worker's start and `cellblock languages` wait for the slowest compiler, not for the sum."""
+    order given. A worker's start and `cellblock languages` wait for the slowest compiler, not for the sum.
+    With `recent`, a language whose self-test passed here recently is not tested again."""
+
+    def one(language: Language) -> Status:
+        remembered = recent.recall(language) if recent is not None else None
+        if remembered is not None:
+            return remembered
+        status = evaluate(engine, language)
+        if recent is not None:
+            recent.remember(language, status)
+        return status
+
     languages = list(languages)
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="self-test") as pool:
-        verdicts = list(pool.map(lambda lang: evaluate(engine, lang), languages))
+        verdicts = list(pool.map(one, languages))
     return {lang.name: verdict for lang, verdict in zip(languages, verdicts, strict=True)}
 
 

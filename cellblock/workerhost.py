@@ -27,7 +27,7 @@ from cellblock.redis_url import redis_kwargs
 from cellblock.sandbox.host import SandboxHost
 from cellblock.sealing import Sealer
 from cellblock.state import WORKERS, WorkerInfo, check_cluster_key, now_iso, running_key, worker_key
-from cellblock.toolchains import Status, ToolchainWatch, evaluate_many, fingerprint
+from cellblock.toolchains import PassedSelfTests, Status, ToolchainWatch, evaluate_many, fingerprint
 from cellblock.worker import build_app, celery_node_name
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,16 @@ def offered_languages(settings: Settings, registry: Registry) -> list[Language]:
 
 
 def self_test_languages(engine: Engine, say: Callable[[str], None], languages: list[Language],
-                        threads: int) -> dict[str, Status]:  # fmt: skip
-    """Run the self-test of each installed language through the real sandbox, `threads` at once; the passing
-    ones, by name. Languages not installed here are left out quietly (`cellblock languages` lists them)."""
+                        settings: Settings) -> dict[str, Status]:  # fmt: skip
+    """Run the self-test of each installed language through the real sandbox, one per slot at once (or trust
+    one that passed here within `self_test_reuse_s`); the passing ones, by name. Languages not installed here
+    are left out quietly (`cellblock languages` lists them)."""
     installed = [lang for lang in languages if fingerprint(lang) is not None]
+    recent = PassedSelfTests(settings.slot_lock_dir / "self-tests", settings.self_test_reuse_s)
     passing: dict[str, Status] = {}
-    for name, status in evaluate_many(engine, installed, threads).items():
+    for name, status in evaluate_many(engine, installed, settings.slot_count(), recent).items():
         say(f"{'ok  ' if status.passed else 'FAIL'}  {name} {status.version or ''}"
-            + ("" if status.passed else f": {status.reason}"))  # fmt: skip
+            + ("" if status.passed and status.reason == "ok" else f": {status.reason}"))  # fmt: skip
         if status.passed:
             passing[name] = status
     return passing
@@ -133,7 +135,7 @@ def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | 
         check_cluster_key(client, sealer)  # raises SealError: a host with the wrong key takes no job
     engine = Engine(settings, Registry.load(settings.languages_dir), host)
     languages = offered_languages(settings, engine.registry)
-    passing = self_test_languages(engine, say, languages, settings.slot_count())
+    passing = self_test_languages(engine, say, languages, settings)
     if not passing:
         say("no language passed its self-test: this worker would run nothing")
         return 1
