@@ -15,8 +15,8 @@ How a corpus language maps to ours:
 
 * Piston: the case's language name (or its aliases) against `Language.piston_name` / `piston_aliases`.
 * DMOJ: the executor's language (from ``dmoj_selftests.json``) by registry name or alias, through `FLAVOURS`
-  (its python3-pypy is our pypy3); the executor's ``std`` becomes ``-std=<std>`` (DMOJ's C is c99, CPP17 is
-  c++17…).
+  (its python3-pypy is our pypy3, its prolog our swi-prolog); the executor's ``std`` becomes ``-std=<std>``
+  (DMOJ's C is c99, CPP17 is c++17…).
 * Judge0: `Language.judge0_ids`, then other flavours of the same language from Judge0's own table: a program
   for "C (GCC 7.4.0)" or "C (Clang 7.0.1)" runs on our ``c`` (`judge0_family`).
 * glot: its language name by registry name or alias (glot's ``python`` is Python 3).
@@ -48,8 +48,9 @@ from tests.conftest import conformance_dir
 NOT_APPLICABLE_TOML = Path(__file__).with_name("not_applicable.toml")
 CORPORA = ("piston_tests", "dmoj_selftests", "dmoj_testsuite", "judge0_ide_samples", "glot_examples")
 
-# Corpus language names that are flavours of one of ours (same language, another implementation).
-FLAVOURS = {"python3-pypy": "pypy3"}
+# Corpus language names that are flavours of one of ours (same language, another implementation). DMOJ's
+# "prolog" (PRO) runs swipl; our "prolog" is GNU Prolog (Judge0's).
+FLAVOURS = {"python3-pypy": "pypy3", "prolog": "swi-prolog"}
 
 # Short but not stingy: a slow JVM start on a busy 2-core machine must not turn into a false failure.
 RUN_LIMITS = {"cpu_time_s": 5.0, "wall_time_s": 10.0}
