@@ -1,6 +1,6 @@
 """The managed-runtime languages beyond tests/e2e/test_languages.py: what their TOMLs promise.
 
-JVM languages (Kotlin, Scala, Groovy) get java.toml's treatment: the heap follows the memory limit
+JVM languages (Kotlin, Scala, Groovy, Clojure) get java.toml's treatment: the heap follows the memory limit
 (the box has no /sys, so the JVM would size itself for the host), running out of it is the runtime's own
 OutOfMemoryError, and the 64 MiB thread stack takes deep recursion.
 """
@@ -15,6 +15,12 @@ pytestmark = pytest.mark.sandbox
 
 # 200 MiB of live int arrays, then 200 000 nested calls.
 HEAP = {
+    "clojure": """(defn depth [n] (if (zero? n) 0 (inc (depth (dec n)))))
+
+(def blocks (vec (for [i (range 200)] (int-array (* 256 1024) i))))
+(println (count blocks))
+(println (depth 200000))
+""",
     "groovy": """int depth(int n) { n == 0 ? 0 : 1 + depth(n - 1) }
 
 def keep = []
