@@ -92,11 +92,12 @@ def bare(lang: Language) -> float:
         started = time.perf_counter()
         if lang.compile is not None:
             argv = expand(lang.compile, source=source, memory_mib=MEMORY_MIB, compile_options=[])
-            env = _bare_env(lang, {**lang.env, **lang.compile_env}, home)
+            env = _bare_env(lang, lang.compile_environment(MEMORY_MIB), home)
             subprocess.run(argv, cwd=home, env=env, capture_output=True, check=True, timeout=COMPILE_TIMEOUT_S)
         argv = expand(lang.run, source=source, memory_mib=MEMORY_MIB, compile_options=[])
-        done = subprocess.run(argv, cwd=home, env=_bare_env(lang, lang.env, home), input=SELF_TEST_STDIN.encode(),
-                              capture_output=True, check=False, timeout=60)  # fmt: skip
+        env = _bare_env(lang, lang.run_environment(MEMORY_MIB), home)
+        done = subprocess.run(argv, cwd=home, env=env, input=SELF_TEST_STDIN.encode(), capture_output=True,
+                              check=False, timeout=60)  # fmt: skip
         elapsed = time.perf_counter() - started
         if done.stdout.decode(errors="replace") != SELF_TEST_STDIN:
             raise RuntimeError(f"{lang.name}: bare run printed {done.stdout[:200]!r} {done.stderr[-300:]!r}")

@@ -199,7 +199,10 @@ class Engine:
                 compile_options=spec.compile_options,
             )
             compile_spec = RunSpec(
-                argv=argv, limits=limits, env={**lang.env, **lang.compile_env}, ro_binds=lang.ro_binds
+                argv=argv,
+                limits=limits,
+                env=lang.compile_environment(job.compile_limits.memory_mib),
+                ro_binds=lang.ro_binds,
             )
             step = to_step_result(steps.run("compile", compile_spec))
             result.compile = step
@@ -216,7 +219,7 @@ class Engine:
                 argv=run_argv + (test.args if test.args is not None else spec.args),
                 limits=limits,
                 stdin=test.stdin.encode(),
-                env=lang.env,
+                env=lang.run_environment(job.run_limits.memory_mib),
                 ro_binds=lang.ro_binds,
                 network=spec.network,
                 merge_stderr=spec.merge_stderr,
@@ -293,7 +296,7 @@ class Engine:
                     RunSpec(
                         argv=argv,
                         limits=run_limits(limits, lang, compiling=True),
-                        env={**lang.env, **lang.compile_env},
+                        env=lang.compile_environment(limits.memory_mib),
                         ro_binds=lang.ro_binds,
                         box_dir=box,
                     )
@@ -307,7 +310,7 @@ class Engine:
                 RunSpec(
                     argv=[*argv, *CHECKER_FILES],
                     limits=run_limits(limits, lang, compiling=False),
-                    env=lang.env,
+                    env=lang.run_environment(limits.memory_mib),
                     ro_binds=lang.ro_binds,
                     box_dir=box,
                 )

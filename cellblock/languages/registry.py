@@ -5,7 +5,8 @@ tweaks and a self-test. Argv elements may use these placeholders:
 
 ``{source}`` the main file's name in /box · ``{stem}`` that name without its extension ·
 ``{memory_mib}`` the step's memory limit · ``{compile_options}`` (a whole element) the user's compile
-flags, spliced in as separate arguments. Run arguments are appended after the run argv.
+flags, spliced in as separate arguments. Run arguments are appended after the run argv. `env` and
+`compile_env` values may use ``{memory_mib}`` (a runtime whose heap cap is an environment variable).
 """
 
 from __future__ import annotations
@@ -89,6 +90,13 @@ class Language(BaseModel):
             if match:
                 return match.group(1) + Path(self.source_file).suffix
         return self.source_file
+
+    def run_environment(self, memory_mib: int) -> dict[str, str]:
+        return {key: value.format(memory_mib=memory_mib) for key, value in self.env.items()}
+
+    def compile_environment(self, memory_mib: int) -> dict[str, str]:
+        merged = {**self.env, **self.compile_env}
+        return {key: value.format(memory_mib=memory_mib) for key, value in merged.items()}
 
     def toolchain_binary(self) -> str:
         return (self.compile or self.run)[0]

@@ -111,6 +111,10 @@ def test_each_language_is_complete(file_name: str, registry: Registry) -> None:
         if "{compile_options}" in lang.compile:
             assert "-O0" in compiled and "-g" in compiled
         assert all("{" not in item for item in compiled)
+    for value in (*lang.env.values(), *lang.compile_env.values()):
+        assert set(PLACEHOLDER.findall(value)) <= {"memory_mib"}, value  # the only one an environment takes
+    environment = {**lang.run_environment(300), **lang.compile_environment(300)}
+    assert all("{" not in value for value in environment.values())
     re.compile(lang.version_pattern)
     if lang.source_name_pattern:
         assert re.compile(lang.source_name_pattern).groups >= 1
@@ -131,6 +135,16 @@ def test_expand_placeholders() -> None:
         "cc", "-o", "Main", "-a", "b c", "Main.java", "-Xmx128m",
     ]  # fmt: skip
     assert expand(argv, source="m.c", memory_mib=1, compile_options=[]) == ["cc", "-o", "m", "m.c", "-Xmx1m"]
+
+
+def test_environment_values_follow_the_memory_limit() -> None:
+    lang = (
+        Registry.load()
+        .get("python3")
+        .model_copy(update={"env": {"HEAP": "{memory_mib}m", "KEEP": "x"}, "compile_env": {"CC_HEAP": "{memory_mib}"}})
+    )
+    assert lang.run_environment(128) == {"HEAP": "128m", "KEEP": "x"}
+    assert lang.compile_environment(64) == {"HEAP": "64m", "KEEP": "x", "CC_HEAP": "64"}
 
 
 def _lang(name: str, aliases: list[str]) -> Language:
