@@ -2,7 +2,8 @@
 
 JVM languages (Kotlin, Scala, Groovy, Clojure) get java.toml's treatment: the heap follows the memory limit
 (the box has no /sys, so the JVM would size itself for the host), running out of it is the runtime's own
-OutOfMemoryError, and the 64 MiB thread stack takes deep recursion.
+OutOfMemoryError, and the 64 MiB thread stack takes deep recursion. Kotlin and Scala run the class that their
+jar's manifest names; Haxe's main class may have any name.
 """
 
 from __future__ import annotations
@@ -79,3 +80,25 @@ def test_scala_object_with_any_name_runs(run_job: Any) -> None:
     result = run_job("scala", source, stdin="world\n")
     assert result.verdict == "accepted", result
     assert result.tests[0].run.stdout == "hello, world\n"
+
+
+# --- Haxe: any class name --------------------------------------------------------------------------------------
+
+HAXE_HELPER_FIRST = """class Helper {
+    public static function twice(x:Int):Int return 2 * x;
+}
+
+@:keep
+final class Solution {
+    static public function main() {
+        Sys.println(Helper.twice(Std.parseInt(Sys.stdin().readLine())) + " " + Sys.args().join(","));
+    }
+}
+"""
+
+
+def test_haxe_main_class_may_have_any_name_and_follow_helpers(run_job: Any) -> None:
+    # The file is named after the first class that declares `function main(`: Haxe wants the module named so.
+    result = run_job("haxe", HAXE_HELPER_FIRST, stdin="21\n", args=["a", "b"])
+    assert result.verdict == "accepted", result
+    assert result.tests[0].run.stdout == "42 a,b\n"
