@@ -3,7 +3,7 @@
 JVM languages (Kotlin, Scala, Groovy, Clojure) get java.toml's treatment: the heap follows the memory limit
 (the box has no /sys, so the JVM would size itself for the host), running out of it is the runtime's own
 OutOfMemoryError, and the 64 MiB thread stack takes deep recursion. Kotlin and Scala run the class that their
-jar's manifest names; Haxe's main class may have any name.
+jar's manifest names; Haxe's main class may have any name; an Erlang script runs whatever its first line.
 """
 
 from __future__ import annotations
@@ -102,3 +102,24 @@ def test_haxe_main_class_may_have_any_name_and_follow_helpers(run_job: Any) -> N
     result = run_job("haxe", HAXE_HELPER_FIRST, stdin="21\n", args=["a", "b"])
     assert result.verdict == "accepted", result
     assert result.tests[0].run.stdout == "42 a,b\n"
+
+
+# --- Erlang: escript's first line ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["", "#!/usr/bin/env escript\n", "%% a comment escript skips\n", "\n", "#!/usr/bin/env escript\n%%! +A 1\n"],
+)
+def test_erlang_script_runs_whatever_its_first_line(run_job: Any, header: str) -> None:
+    # escript skips line 1; code there (Judge0's samples) still runs, and a #! or comment line stays a header.
+    source = header + 'main(Args) ->\n    io:format("~p~n", [Args]).\n'
+    result = run_job("erlang", source, args=["a", "b"])
+    assert result.verdict == "accepted", result
+    assert result.tests[0].run.stdout == '["a","b"]\n'
+
+
+def test_erlang_compile_error_gives_the_line(run_job: Any) -> None:
+    result = run_job("erlang", 'main(_) ->\n    X = 1,\n    io:format("~p~n", [Y]).\n')
+    assert result.verdict == "compilation_error"
+    assert "main.escript:3:" in result.compile.stdout and "variable 'Y' is unbound" in result.compile.stdout
