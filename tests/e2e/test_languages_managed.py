@@ -3,7 +3,7 @@
 JVM languages (Kotlin, Scala, Groovy, Clojure) get java.toml's treatment: the heap follows the memory limit
 (the box has no /sys, so the JVM would size itself for the host), running out of it is the runtime's own
 OutOfMemoryError, and the 64 MiB thread stack takes deep recursion. Kotlin and Scala run the class that their
-jar's manifest names; Haxe's main class may have any name; an Erlang script runs whatever its first line.
+jar's manifest names; Haxe's main class may have any name; an Erlang script runs whatever its first line is.
 """
 
 from __future__ import annotations
@@ -72,6 +72,18 @@ def test_kotlin_main_in_a_package_runs(run_job: Any) -> None:
     result = run_job("kotlin", source, stdin="hello\n")
     assert result.verdict == "accepted", result
     assert result.tests[0].run.stdout == "5\n"
+
+
+def test_kotlin_targets_java_8_with_the_jdk8_stdlib(run_job: Any) -> None:
+    # A static method of a Java interface (not callable with the default 1.6 target) and kotlin.streams.
+    source = (
+        "import java.util.stream.IntStream\nimport kotlin.streams.toList\n\n"
+        "fun main() {\n    println(IntStream.range(0, 3).toList())\n}\n"
+    )
+    result = run_job("kotlin", source)
+    assert result.verdict == "accepted", result
+    assert result.tests[0].run.stdout == "[0, 1, 2]\n"
+    assert result.compile.stderr == ""
 
 
 def test_scala_object_with_any_name_runs(run_job: Any) -> None:
