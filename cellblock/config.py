@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     box_inodes: int = Field(8192, ge=64, description="Inode cap of the /box tmpfs (many-small-files disk fill).")
     tmp_size_mib: int = Field(64, ge=1, description="Size of the per-run tmpfs at /tmp.")
     poll_interval_s: float = Field(0.01, gt=0, le=0.5, description="How often the CPU/output watcher looks.")
+    isolation: Literal["fresh", "warm"] = Field(
+        "fresh",
+        description="fresh: a new bubblewrap sandbox per run. warm: runs reuse a long-lived sandbox per slot, each "
+        "run in fresh pid, mount and IPC namespaces (see cellblock/sandbox/warm.py).",
+    )
+    warm_slots: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="How many warm slots one process keeps (isolation=warm); more jobs at once run fresh.",
+    )
     allow_network: bool = Field(False, description="Whether a job may ask for network access at all.")
     languages_dir: Path | None = Field(
         None,

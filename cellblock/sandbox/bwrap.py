@@ -126,3 +126,43 @@ def launch_argv(
         network=network,
     )
     return [layout.launcher, *launcher_args(limits, uid, gid), "--", *bwrap, "--", *program]
+
+
+# A warm slot's helper needs these inside the sandbox's user namespace only: CAP_SYS_ADMIN to clone each run
+# into fresh pid/mount/IPC namespaces and mount its /tmp, /dev/shm and /proc; CAP_SETPCAP to empty the run's
+# capability bounding set. The run's init drops every capability before the program exists.
+SLOT_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
+
+
+def slot_bwrap_args(layout: BwrapLayout, *, helper_fd: int, helper_args: list[str], ro_binds: list[str]) -> list[str]:
+    """bwrap argv for a warm slot: the fresh layout (never with network), plus what a long-lived sandbox needs.
+
+    Differences from `bwrap_args`, each for a reason: `/` *and* `/dev` are remounted read-only (both are tmpfs the
+    sandbox user could write, and a file written there would outlive a run); /dev/shm is its own tmpfs (each
+    run mounts a fresh one over it); no --seccomp here (the helper must clone and mount; it loads the same
+    filter into each run itself); the helper is executed through /proc/self/fd/N, so no file of ours appears in
+    the sandbox; the environment is empty (each run brings its own).
+    """
+    args = [
+        layout.bwrap,
+        "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup", "--unshare-net",
+        "--disable-userns", "--die-with-parent", "--new-session",
+        "--uid", str(BOX_UID), "--gid", str(BOX_GID), "--hostname", "box",
+    ]  # fmt: skip
+    for path in (*BASE_RO_BINDS, *ro_binds):
+        args += ["--ro-bind-try", path, path]
+    for target, link in MERGED_USR_SYMLINKS:
+        args += ["--symlink", target, link]
+    args += ["--ro-bind", str(layout.etc_dir), ETC_MOUNT]
+    for name in ETC_NAMES:
+        args += ["--symlink", f"{ETC_MOUNT}/{name}", f"/etc/{name}"]
+    args += [
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", str(layout.tmp_size_bytes), "--tmpfs", "/dev/shm",
+        "--size", str(layout.tmp_size_bytes), "--tmpfs", "/tmp",
+        "--bind", str(layout.box_dir), BOX_PATH, "--remount-ro", "/", "--remount-ro", "/dev", "--chdir", BOX_PATH,
+        "--clearenv",
+    ]  # fmt: skip
+    for cap in SLOT_CAPS:
+        args += ["--cap-add", cap]
+    return [*args, "--", f"/proc/self/fd/{helper_fd}", *helper_args]

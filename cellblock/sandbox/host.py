@@ -8,11 +8,13 @@ When a lock is taken we first sweep what a crashed holder may have left (cgroups
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +27,10 @@ from cellblock.sandbox.etcdir import prepare_etc
 from cellblock.sandbox.launcher import build_launcher
 from cellblock.sandbox.mounts import is_mount, mount_tmpfs, unmount
 from cellblock.sandbox.seccomp import SeccompProgram
+from cellblock.sandbox.slothelper import build_slot_helper
 from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
 from cellblock.sandbox.supervisor import SlotIdentity, Supervisor
+from cellblock.sandbox.warm import SlotBroken, WarmSlot, eligible
 
 
 def prerequisite_problems(settings: Settings) -> list[str]:
@@ -74,8 +78,11 @@ def _userns_problems() -> list[str]:
 class Sandbox:
     """One slot: its own uid, cgroup parent and work dir. `run()` is the one way to execute a program."""
 
-    def __init__(self, host: SandboxHost, index: int) -> None:
+    def __init__(self, host: SandboxHost, index: int, lock_fd: int = -1) -> None:
         self.index = index
+        self.lock_fd = lock_fd  # held for the sandbox's life when it is a warm slot (the pool owns the slot)
+        self.warm: WarmSlot | None = None
+        self.box_clean = True  # warm: /box was wiped after the last job
         self.uid = host.settings.first_uid + index
         self.root = host.settings.data_dir / "slots" / f"slot{index}"
         self.box = self.root / "box"
@@ -132,6 +139,9 @@ class Sandbox:
         "box" is the job's; a custom checker gets its own ("checker") so that nothing the user's program
         left behind is ever written through or read by it.
         """
+        if name == "box" and self.warm is not None:
+            yield from self._warm_workspace()
+            return
         settings = self._host.settings
         path = self.root / name
         path.mkdir(mode=0o755, exist_ok=True)
@@ -145,7 +155,82 @@ class Sandbox:
             path.rmdir()
 
     def run(self, spec: RunSpec, observer: RunObserver | None = None) -> RawResult:
-        return self._supervisor.run(spec, observer)
+        warm = self.warm
+        if warm is None or not eligible(spec, self.box):
+            return self._supervisor.run(spec, observer)
+        try:
+            message = warm.request(spec)
+        except ValueError:  # not expressible in one message (huge argv, NUL bytes): bwrap reports it as before
+            return self._supervisor.run(spec, observer)
+        if not warm.healthy or warm.ro_binds != spec.ro_binds:
+            warm = self._restart_warm(spec.ro_binds)
+        try:
+            result = warm.run(spec, message, observer)
+        except SlotBroken as exc:
+            if not exc.before_go:
+                self._restart_warm(warm.ro_binds)
+                raise
+            # The program never started (e.g. the helper was gone): once more on a new slot, then fresh.
+            warm = self._restart_warm(warm.ro_binds)
+            try:
+                result = warm.run(spec, message, observer)
+            except SlotBroken:
+                self._restart_warm(warm.ro_binds)
+                return self._supervisor.run(spec, observer)
+        if not warm.healthy:
+            self._restart_warm(warm.ro_binds)  # never reused: the next run gets a new sandbox
+        return result
+
+    # ---- warm slots (isolation = "warm"; see warm.py) ---------------------------------------------------------
+
+    def start_warm(self, ro_binds: list[str]) -> None:
+        """Mount this slot's /box for good (wiped between jobs, not unmounted) and start its warm sandbox."""
+        settings = self._host.settings
+        self.box.mkdir(mode=0o755, exist_ok=True)
+        if not is_mount(self.box):
+            mount_tmpfs(self.box, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
+        self._restart_warm(ro_binds)
+
+    def _restart_warm(self, ro_binds: list[str]) -> WarmSlot:
+        if self.warm is not None:
+            self.warm.destroy()
+        host = self._host
+        assert host.slot_helper is not None
+        self.warm = WarmSlot(
+            self._supervisor.identity,
+            self._supervisor.layout,
+            host.cgroups,
+            host.seccomp,
+            host.slot_helper,
+            host.settings.poll_interval_s,
+            ro_binds,
+        )
+        self.warm.start()
+        return self.warm
+
+    def _warm_workspace(self) -> Iterator[Path]:
+        warm = self.warm
+        assert warm is not None
+        self.box_clean = False
+        try:
+            yield self.box
+        finally:
+            try:
+                if warm is self.warm and warm.healthy:
+                    warm.wipe()
+                    self.box_clean = True
+            except SlotBroken:
+                warm.destroy()
+
+    def close_warm(self) -> None:
+        """Destroy the warm sandbox and unmount /box (the pool gives the slot up after this)."""
+        if self.warm is not None:
+            self.warm.destroy()
+            self.warm = None
+        if is_mount(self.box):
+            unmount(self.box)
+        with contextlib.suppress(OSError):
+            self.box.rmdir()
 
 
 class SandboxHost:
@@ -172,10 +257,75 @@ class SandboxHost:
         self.seccomp = SeccompProgram.install(shared)
         self.launcher = build_launcher(shared)
         settings.slot_lock_dir.mkdir(parents=True, exist_ok=True)
+        self.slot_helper: Path | None = None
+        self._warm_idle: list[Sandbox] = []  # most recently used last
+        self._warm_count = 0
+        self._warm_lock = threading.Lock()
+        if settings.isolation == "warm":
+            self.slot_helper = build_slot_helper(shared)
+            atexit.register(self.close_warm)
+
+    def slot(self) -> contextlib.AbstractContextManager[Sandbox]:
+        """Hold a free slot for the duration of the block (blocks while all are busy)."""
+        if self.settings.isolation == "warm":
+            return self._warm_slot()
+        return self._fresh_slot()
 
     @contextmanager
-    def slot(self) -> Iterator[Sandbox]:
-        """Hold a free slot for the duration of the block (blocks while all are busy)."""
+    def _warm_slot(self) -> Iterator[Sandbox]:
+        """An idle warm slot of this process (most recently used first), a new one up to `warm_slots`, or else
+        a plain slot that runs fresh. A warm slot keeps its machine-wide lock while it lives."""
+        with self._warm_lock:
+            sandbox = self._warm_idle.pop() if self._warm_idle else None
+            create = sandbox is None and self._warm_count < self.settings.warm_slots
+            if create:
+                self._warm_count += 1
+        if sandbox is None and not create:
+            with self._fresh_slot() as fresh:
+                yield fresh
+            return
+        if sandbox is None:
+            sandbox = self._new_warm_sandbox()
+        keep = False
+        try:
+            yield sandbox
+            keep = sandbox.warm is not None and sandbox.warm.healthy and sandbox.box_clean
+        finally:
+            if keep:
+                with self._warm_lock:
+                    self._warm_idle.append(sandbox)
+            else:
+                self._drop_warm(sandbox)
+
+    def _new_warm_sandbox(self) -> Sandbox:
+        fd, index = self._lock_a_slot()
+        sandbox = Sandbox(self, index, fd)
+        try:
+            sandbox._prepare_dirs()
+            sandbox.start_warm([])
+        except BaseException:
+            self._drop_warm(sandbox)
+            raise
+        return sandbox
+
+    def _drop_warm(self, sandbox: Sandbox) -> None:
+        try:
+            sandbox.close_warm()
+            sandbox._remove_dirs()
+        finally:
+            os.close(sandbox.lock_fd)
+            with self._warm_lock:
+                self._warm_count -= 1
+
+    def close_warm(self) -> None:
+        """Destroy every idle warm slot of this process and give their slots back (tests, shutdown)."""
+        with self._warm_lock:
+            idle, self._warm_idle = self._warm_idle, []
+        for sandbox in idle:
+            self._drop_warm(sandbox)
+
+    @contextmanager
+    def _fresh_slot(self) -> Iterator[Sandbox]:
         fd, index = self._lock_a_slot()
         try:
             sandbox = Sandbox(self, index)

@@ -41,6 +41,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class _Watch:
     killed_for_output: bool = False
     cpu_fired: bool = False
     cancelled: bool = False
+    reported: bool = True  # the end was seen (after a kill: within the grace period)
 
 
 @dataclass(frozen=True)
@@ -267,41 +269,9 @@ class Supervisor:
         os.write(block_w, b"1")
         watch, ended = self._watch(proc, cgroup, spec, (started, baseline_ns), outputs, tail, pump)
         exit_code = proc.wait()
-        if tail is not None:
-            tail.forward()
-        stats = cgroup.stats()
-        cgroup.kill_all()  # a daemon that outlived main (or a killed run's stragglers)
-        cap = spec.limits.output_bytes
-        stdout, out_trunc = _read_capped(self.identity.io_dir / "stdout", cap)
-        stderr, err_trunc = _read_capped(self.identity.io_dir / "stderr", cap)
-        cpu_s = max(0, stats.cpu_time_ns - baseline_ns) / 1e9
-        # Some runtimes (Python) ignore SIGXFSZ and fail with EFBIG instead: look for a file at the limit.
         box = spec.box_dir or self.layout.box_dir
-        file_limit_hit = exit_code != 0 and any_file_at_least(box, spec.limits.file_size_bytes, launched_ns)
-        decision = decide(
-            Observation(
-                exit_code=exit_code,
-                wall_timer_fired=watch.wall_fired,
-                cpu_time_s=cpu_s if not watch.cpu_fired else max(cpu_s, spec.limits.cpu_time_s),
-                cpu_limit_s=spec.limits.cpu_time_s,
-                oom_kills=stats.oom_kills,
-                output_over_cap=out_trunc or err_trunc or file_limit_hit,
-                killed_for_output=watch.killed_for_output,
-            )
-        )
-        return RawResult(
-            outcome=decision.outcome,
-            exit_code=decision.exit_code,
-            signal=decision.signal,
-            cpu_time_s=round(cpu_s, 6),
-            wall_time_s=round(ended - started, 6),
-            memory_kib=stats.memory_peak_bytes // 1024,
-            stdout=stdout,
-            stderr=stderr,
-            stdout_truncated=out_trunc,
-            stderr_truncated=err_trunc,
-            message=decision.message,
-        )
+        return conclude_run(self.identity.io_dir, box, spec, cgroup, exit_code, watch, (started, ended),
+                            (baseline_ns, launched_ns), tail)  # fmt: skip
 
     def _watch(
         self,
@@ -314,35 +284,114 @@ class Supervisor:
         pump: LivePump | None = None,
     ) -> tuple[_Watch, float]:
         """Wait for exit, enforcing total CPU, wall time and output size. Returns when bwrap has exited."""
-        limits = spec.limits
-        started, baseline_ns = clock
-        cpu_limit_ns = int(limits.cpu_time_s * 1e9) + baseline_ns
-        watch = _Watch()
         pidfd = os.pidfd_open(proc.pid)
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
         try:
-            while True:
-                if pump is not None:
-                    pump.pump()
-                now = time.monotonic()
-                remaining = started + limits.wall_time_s - now
-                timeout = min(self.poll_interval_s, max(remaining, 0.0))
-                if poller.poll(timeout * 1000):
-                    return watch, time.monotonic()
-                if time.monotonic() - started >= limits.wall_time_s:
-                    watch.wall_fired = True
-                elif cgroup.cpu_time_ns() >= cpu_limit_ns:
-                    watch.cpu_fired = True
-                elif max(os.fstat(fd).st_size for fd in outputs) > limits.output_bytes:
-                    watch.killed_for_output = True
-                elif tail is not None and tail.poll():
-                    watch.cancelled = True
-                else:
-                    continue
+
+            def kill() -> None:
                 cgroup.kill_all()
                 _killpg(proc.pid)
-                poller.poll(5000)
-                return watch, time.monotonic()
+
+            return watch_run(pidfd, kill, 5.0, cgroup, spec, self.poll_interval_s, clock, outputs, tail, pump)
         finally:
             os.close(pidfd)
+
+
+def watch_run(
+    wait_fd: int,
+    kill: Callable[[], None],
+    kill_grace_s: float,
+    cgroup: RunCgroup,
+    spec: RunSpec,
+    poll_interval_s: float,
+    clock: tuple[float, int],
+    outputs: tuple[int, int],
+    tail: _Tail | None,
+    pump: LivePump | None = None,
+) -> tuple[_Watch, float]:
+    """Wait until `wait_fd` is readable (the run ended), enforcing total CPU, wall time and output size.
+
+    Shared by the fresh path (a pidfd of bwrap) and warm slots (the helper's socket, readable when it reports).
+    On an excess `kill()` runs, then we wait up to `kill_grace_s` for `wait_fd`; `watch.reported` says whether it
+    became readable (False: the run, or the helper reporting it, did not end in time).
+    """
+    limits = spec.limits
+    started, baseline_ns = clock
+    cpu_limit_ns = int(limits.cpu_time_s * 1e9) + baseline_ns
+    watch = _Watch()
+    poller = select.poll()
+    poller.register(wait_fd, select.POLLIN)
+    while True:
+        if pump is not None:
+            pump.pump()
+        now = time.monotonic()
+        remaining = started + limits.wall_time_s - now
+        timeout = min(poll_interval_s, max(remaining, 0.0))
+        if poller.poll(timeout * 1000):
+            return watch, time.monotonic()
+        if time.monotonic() - started >= limits.wall_time_s:
+            watch.wall_fired = True
+        elif cgroup.cpu_time_ns() >= cpu_limit_ns:
+            watch.cpu_fired = True
+        elif max(os.fstat(fd).st_size for fd in outputs) > limits.output_bytes:
+            watch.killed_for_output = True
+        elif tail is not None and tail.poll():
+            watch.cancelled = True
+        else:
+            continue
+        kill()
+        watch.reported = bool(poller.poll(kill_grace_s * 1000))
+        return watch, time.monotonic()
+
+
+def conclude_run(
+    io_dir: Path,
+    box: Path,
+    spec: RunSpec,
+    cgroup: RunCgroup,
+    exit_code: int,
+    watch: _Watch,
+    clock: tuple[float, float],
+    marks: tuple[int, int],
+    tail: _Tail | None,
+) -> RawResult:
+    """After the run ended: counters, leftovers killed, capped outputs, the verdict (outcome.py), the result.
+
+    Shared by the fresh path and warm slots. `clock` = (started, ended) monotonic s; `marks` = (CPU baseline ns
+    of the cgroup, wall-clock ns before launch for file mtimes).
+    """
+    started, ended = clock
+    baseline_ns, launched_ns = marks
+    if tail is not None:
+        tail.forward()
+    stats = cgroup.stats()
+    cgroup.kill_all()  # a daemon that outlived main (or a killed run's stragglers)
+    cap = spec.limits.output_bytes
+    stdout, out_trunc = _read_capped(io_dir / "stdout", cap)
+    stderr, err_trunc = _read_capped(io_dir / "stderr", cap)
+    cpu_s = max(0, stats.cpu_time_ns - baseline_ns) / 1e9
+    # Some runtimes (Python) ignore SIGXFSZ and fail with EFBIG instead: look for a file at the limit.
+    file_limit_hit = exit_code != 0 and any_file_at_least(box, spec.limits.file_size_bytes, launched_ns)
+    decision = decide(
+        Observation(
+            exit_code=exit_code,
+            wall_timer_fired=watch.wall_fired,
+            cpu_time_s=cpu_s if not watch.cpu_fired else max(cpu_s, spec.limits.cpu_time_s),
+            cpu_limit_s=spec.limits.cpu_time_s,
+            oom_kills=stats.oom_kills,
+            output_over_cap=out_trunc or err_trunc or file_limit_hit,
+            killed_for_output=watch.killed_for_output,
+        )
+    )
+    return RawResult(
+        outcome=decision.outcome,
+        exit_code=decision.exit_code,
+        signal=decision.signal,
+        cpu_time_s=round(cpu_s, 6),
+        wall_time_s=round(ended - started, 6),
+        memory_kib=stats.memory_peak_bytes // 1024,
+        stdout=stdout,
+        stderr=stderr,
+        stdout_truncated=out_trunc,
+        stderr_truncated=err_trunc,
+        message=decision.message,
+    )

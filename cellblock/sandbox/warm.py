@@ -1,0 +1,329 @@
+"""Warm slots: one long-lived sandbox per slot, each run cloned into fresh pid, mount and IPC namespaces.
+
+Theory of operation
+-------------------
+A fresh run pays ≈ 5 ms for bubblewrap to build its namespaces and mounts. A warm slot builds them once: the
+host starts ``cellblock-launch … -- bwrap … -- cellblock-slot`` (bwrap.slot_bwrap_args: the fresh layout with
+`/` and `/dev` read-only and its own /dev/shm) and keeps it. The helper (slothelper/cellblock-slot.c) is the
+only long-lived process inside; it holds CAP_SYS_ADMIN and CAP_SETPCAP in the sandbox's user namespace only.
+
+One run (host side, `WarmSlot.run`), over a SOCK_SEQPACKET socketpair (wire format: slotproto.py):
+
+1. create the run's cgroups (cgroups.py, name constant per slot: a counter would tell a run how many came
+   before it), open stdin/stdout/stderr files in the slot's root-only io dir;
+2. send 'R' (argv, env, cwd, umask, rlimits) with the three fds as SCM_RIGHTS;
+3. the helper clones the run's init (pid 1 of fresh pid/mount/IPC namespaces), which mounts a fresh /tmp,
+   /dev/shm and /proc, drops every capability, sets no_new_privs and the seccomp filter, and sends 'P'; the
+   kernel attaches SCM_CREDENTIALS with the init's pid *as the host sees it* (SO_PASSCRED). Nothing of the
+   run can forge it: the kernel fills it in, and the init closes the socket before the program exists;
+4. the host writes that pid into the run's cgroups, takes the CPU baseline, restarts the memory peak and
+   sends 'G' — so, as on the fresh path, only the program's own exec and run are accounted;
+5. the init forks the program (pid 2) with fresh rlimits, env, cwd, umask and signal state, and exits with
+   its status; the kernel then kills whatever is left in the run's pid namespace, and the helper reports 'X';
+6. the host watches exactly as on the fresh path (supervisor.watch_run: total CPU, wall, output size) and
+   decides with the same code (supervisor.conclude_run → outcome.decide); it checks the run cgroup is empty.
+
+Between jobs the host sends 'W' and the helper empties /box without following links (`Sandbox.workspace`).
+
+Failure policy: a slot is never repaired. EOF on the socket, a malformed or unexpected message, no 'P' in
+time, no 'X' within the wall limit + 0.5 s, a run cgroup that is not empty after the run, or a failed wipe →
+the slot is destroyed (every process in its cgroups and bwrap's process group SIGKILLed) and a new one is
+started for the next run. A failure before 'G' (the program never started) reruns that step on the fresh path.
+
+What stays fresh: runs with network access, interactive runs (live stdin and signals), runs with their own box
+(custom checkers), and requests too big for one message. A slot's read-only binds are fixed when it starts;
+a run with other ro_binds restarts the slot's sandbox with those (the /box mount on the host is kept), so a
+slot follows the language it serves — the pool hands out the most recently used slot first.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+from cellblock.errors import SandboxFailure
+from cellblock.sandbox import slotproto
+from cellblock.sandbox.bwrap import BOX_ENV, BOX_PATH, BwrapLayout, launcher_args, slot_bwrap_args
+from cellblock.sandbox.cgroups import CgroupDriver, RunCgroup
+from cellblock.sandbox.seccomp import SeccompProgram
+from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
+from cellblock.sandbox.supervisor import SlotIdentity, _Tail, conclude_run, watch_run
+
+START_TIMEOUT_S = 5.0  # bwrap + helper start in ≈ 4 ms; this only bounds a broken machine
+PID_TIMEOUT_S = 2.0  # 'R' → 'P': one clone and four mounts (≈ 0.3 ms)
+REPORT_GRACE_S = 0.5  # after the wall limit (or a kill), how long the helper has to report 'X'
+WIPE_TIMEOUT_S = 10.0  # a full /box (its inode cap) empties in well under a second
+SLOT_CGROUP = "warm"  # the slot's own processes (bwrap ×2, helper); runs are siblings named RUN_CGROUP
+RUN_CGROUP = "run"
+SLOT_MEMORY_BYTES = 64 << 20
+SLOT_PIDS = 16  # bwrap's monitor and init, the helper, a run's init until the host moves it
+RUN_EXTRA_PROCESSES = 1  # the run's init lives in the run's cgroups next to the program
+RUN_UMASK = 0o022
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+
+
+class SlotBroken(SandboxFailure):
+    """The slot cannot be trusted any more; it is destroyed. `before_go`: the program never started."""
+
+    def __init__(self, message: str, *, before_go: bool) -> None:
+        super().__init__(message)
+        self.before_go = before_go
+
+
+def _hard_limit(resource_id: int) -> str:
+    """The slot's own rlimit: the host's hard limit (each run lowers its own; raising needs a capability)."""
+    hard = resource.getrlimit(resource_id)[1]
+    return str(2**64 - 1 if hard == resource.RLIM_INFINITY else hard)
+
+
+def eligible(spec: RunSpec, box: Path) -> bool:
+    """Whether a warm slot can run `spec` with the same semantics as a fresh sandbox."""
+    return not spec.network and spec.live_input is None and spec.box_dir in (None, box)
+
+
+class WarmSlot:
+    """One long-lived bwrap + helper for one slot. Not thread-safe: a slot runs one program at a time."""
+
+    def __init__(
+        self,
+        identity: SlotIdentity,
+        layout: BwrapLayout,
+        cgroups: CgroupDriver,
+        seccomp: SeccompProgram,
+        helper: Path,
+        poll_interval_s: float,
+        ro_binds: list[str],
+    ) -> None:
+        self.identity = identity
+        self.layout = layout
+        self.cgroups = cgroups
+        self.seccomp = seccomp
+        self.helper = helper
+        self.poll_interval_s = poll_interval_s
+        self.ro_binds = list(ro_binds)
+        self.healthy = False
+        self.runs = 0
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._slot_cgroup: RunCgroup | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start bwrap + helper and wait for its hello. Raises SandboxFailure (nothing is left running)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self._sock = ours
+        self._slot_cgroup = self.cgroups.create(self.identity.name, SLOT_CGROUP, SLOT_MEMORY_BYTES, SLOT_PIDS)
+        helper_fd = os.open(self.helper, os.O_RDONLY | os.O_CLOEXEC)
+        bpf_fd = self.seccomp.open_fd()
+        log_fd = os.open(self.identity.io_dir / "slot.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        sock_fd = theirs.fileno()
+        argv = [
+            self.layout.launcher,
+            str(self.identity.uid), str(self.identity.gid),
+            _hard_limit(resource.RLIMIT_CPU), _hard_limit(resource.RLIMIT_CPU), _hard_limit(resource.RLIMIT_FSIZE),
+            _hard_limit(resource.RLIMIT_NOFILE), _hard_limit(resource.RLIMIT_STACK), "0",
+            "--",
+            *slot_bwrap_args(self.layout, helper_fd=helper_fd,
+                             helper_args=[str(sock_fd), str(bpf_fd), str(self.layout.tmp_size_bytes)],
+                             ro_binds=self.ro_binds),
+        ]  # fmt: skip
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_fd,
+                pass_fds=(sock_fd, helper_fd, bpf_fd),
+                process_group=0,
+                env={"CELLBLOCK_LAUNCH_CGROUPS": ":".join(str(p) for p in self._slot_cgroup.procs_files())},
+                close_fds=True,
+            )
+        except OSError as exc:
+            self.destroy()
+            raise SandboxFailure(f"cannot start a warm slot: {exc}") from exc
+        finally:
+            for fd in (helper_fd, bpf_fd, log_fd):
+                os.close(fd)
+            theirs.close()
+        try:
+            hello = self._recv(START_TIMEOUT_S)
+        except SlotBroken:
+            hello = None
+        if hello is None or hello[0] != slotproto.HELLO:
+            log = (self.identity.io_dir / "slot.log").read_bytes()[:2000].decode(errors="replace").strip()
+            self.destroy()
+            raise SandboxFailure(f"the warm slot did not start: {log}")
+        self.healthy = True
+
+    def destroy(self) -> None:
+        """SIGKILL everything of the slot and remove its cgroups. Idempotent; never raises for a dead slot."""
+        self.healthy = False
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        if self._slot_cgroup is not None:
+            self._slot_cgroup.remove()  # SIGKILLs bwrap's processes and the helper until the cgroup is empty
+            self._slot_cgroup = None
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+
+    # ---- messages -------------------------------------------------------------------------------------------
+
+    def _recv(self, timeout_s: float) -> tuple[bytes, int | None] | None:
+        """(message, sender's host pid from SCM_CREDENTIALS) or None on timeout. EOF → SlotBroken."""
+        sock = self._sock
+        if sock is None:
+            raise SlotBroken("the warm slot is closed", before_go=True)
+        ready, _, _ = select.select([sock], [], [], timeout_s)
+        if not ready:
+            return None
+        data, ancillary, flags, _ = sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
+        if not data:
+            raise SlotBroken("the warm slot's helper is gone", before_go=True)
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise SlotBroken("oversized message from the warm slot", before_go=True)
+        pid = None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
+                sender_pid, sender_uid, _ = _UCRED.unpack(payload[: _UCRED.size])
+                if sender_uid != self.identity.uid:
+                    raise SlotBroken(f"message from uid {sender_uid}", before_go=True)
+                pid = sender_pid
+        return data, pid
+
+    def _send(self, data: bytes, fds: list[int] | None = None) -> None:
+        sock = self._sock
+        if sock is None:
+            raise SlotBroken("the warm slot is closed", before_go=True)
+        try:
+            if fds:
+                sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            else:
+                sock.send(data)
+        except OSError as exc:
+            raise SlotBroken(f"cannot talk to the warm slot: {exc}", before_go=True) from exc
+
+    # ---- one run ------------------------------------------------------------------------------------------
+
+    def request(self, spec: RunSpec) -> bytes:
+        """The 'R' message for `spec` (ValueError when it cannot be expressed: the caller runs it fresh)."""
+        limits = spec.limits
+        args = [int(a) for a in launcher_args(limits, self.identity.uid, self.identity.gid)[2:]]
+        wire = slotproto.RunLimitsWire(
+            cpu_soft_s=args[0], cpu_hard_s=args[1], fsize_bytes=args[2], nofile=args[3], stack_bytes=args[4],
+            as_bytes=args[5],
+        )  # fmt: skip
+        env = {**BOX_ENV, **spec.env, "PWD": BOX_PATH}  # bwrap --chdir sets PWD over everything
+        return slotproto.encode_run(spec.argv, env, BOX_PATH, RUN_UMASK, wire)
+
+    def run(self, spec: RunSpec, message: bytes, observer: RunObserver | None = None) -> RawResult:
+        """Run one program. Raises SlotBroken (the slot is then destroyed by the caller)."""
+        self.runs += 1
+        limits = spec.limits
+        cgroup = self.cgroups.create(
+            self.identity.name, RUN_CGROUP, limits.memory_kib * 1024, limits.processes + RUN_EXTRA_PROCESSES
+        )
+        try:
+            return self._run_in(cgroup, spec, message, observer)
+        except SlotBroken:
+            self.healthy = False
+            raise
+        finally:
+            try:
+                cgroup.remove()
+            except SandboxFailure:
+                self.healthy = False
+                raise
+
+    def _run_in(self, cgroup: RunCgroup, spec: RunSpec, message: bytes, observer: RunObserver | None) -> RawResult:
+        io_dir = self.identity.io_dir
+        (io_dir / "stdin").write_bytes(spec.stdin)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW  # RDWR: the tail reads it
+        stdin_fd = os.open(io_dir / "stdin", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        stdout_fd = os.open(io_dir / "stdout", flags, 0o600)
+        stderr_fd = os.open(io_dir / "stderr", flags, 0o600)
+        try:
+            launched_ns = time.time_ns() - 10_000_000  # file mtimes use the coarse clock (a jiffy): allow 10 ms
+            self._send(message, [stdin_fd, stdout_fd, stdout_fd if spec.merge_stderr else stderr_fd])
+            os.close(stdin_fd)
+            stdin_fd = -1
+            got = self._recv(PID_TIMEOUT_S)
+            if got is None or got[0] != slotproto.PID or got[1] is None:
+                raise SlotBroken(f"the warm slot did not start the run: {got!r:.100}", before_go=True)
+            try:
+                cgroup.attach(got[1])
+            except OSError as exc:
+                raise SlotBroken(f"cannot move the run into its cgroups: {exc}", before_go=True) from exc
+            baseline_ns = cgroup.cpu_time_ns()
+            cgroup.reset_memory_peak()
+            started = time.monotonic()
+            self._send(slotproto.GO)
+            return self._supervise(cgroup, spec, (started, baseline_ns, launched_ns), (stdout_fd, stderr_fd), observer)
+        finally:
+            for fd in (stdin_fd, stdout_fd, stderr_fd):
+                if fd >= 0:
+                    os.close(fd)
+
+    def _supervise(
+        self,
+        cgroup: RunCgroup,
+        spec: RunSpec,
+        marks: tuple[float, int, int],
+        outputs: tuple[int, int],
+        observer: RunObserver | None,
+    ) -> RawResult:
+        started, baseline_ns, launched_ns = marks
+        sock = self._sock
+        assert sock is not None
+        tail = _Tail(observer, outputs, spec.limits.output_bytes) if observer else None
+        watch, ended = watch_run(sock.fileno(), cgroup.kill_all, REPORT_GRACE_S, cgroup, spec, self.poll_interval_s,
+                                 (started, baseline_ns), outputs, tail)  # fmt: skip
+        exit_code = -signal.SIGKILL
+        broken = None
+        if not watch.reported:
+            broken = "the warm slot did not report the killed run in time"
+        else:
+            try:
+                got = self._recv(0)
+                kind, value, _ = slotproto.decode_exit(got[0] if got else b"")
+            except (SlotBroken, ValueError) as exc:
+                broken = f"bad report from the warm slot: {exc}"
+            else:
+                if kind != slotproto.X_EXITED:
+                    broken = f"the run's init died before it started (status {value})"
+                exit_code = value
+        if broken is None and cgroup.pids():
+            broken = "processes of the run survived its end"  # its pid namespace should have taken them
+        result = conclude_run(self.identity.io_dir, self.layout.box_dir, spec, cgroup, exit_code, watch,
+                              (started, ended), (baseline_ns, launched_ns), tail)  # fmt: skip
+        if broken is not None:
+            self.healthy = False  # the verdict above stands (from our own timer and counters); the slot goes
+        return result
+
+    def wipe(self) -> None:
+        """Empty /box (between jobs). Raises SlotBroken when the helper cannot (the slot is then destroyed)."""
+        self._send(slotproto.WIPE)
+        got = self._recv(WIPE_TIMEOUT_S)
+        try:
+            ok, err = slotproto.decode_wiped(got[0] if got else b"")
+        except ValueError as exc:
+            raise SlotBroken(f"bad wipe report: {exc}", before_go=True) from exc
+        if not ok:
+            raise SlotBroken(f"the warm slot could not empty /box: {os.strerror(err)}", before_go=True)
+        if any(os.scandir(self.layout.box_dir)):
+            raise SlotBroken("/box is not empty after the wipe", before_go=True)
