@@ -111,7 +111,7 @@ def run_limits(limits: ResolvedLimits, language: Language, *, compiling: bool) -
         memory_kib=(limits.memory_mib + tweaks.extra_memory_mib) * 1024,
         processes=limits.processes + tweaks.extra_processes,
         output_bytes=limits.output_kib * 1024,
-        file_size_bytes=limits.file_size_kib * 1024,
+        file_size_bytes=max(limits.file_size_kib * 1024, tweaks.min_file_size_mib << 20),
         address_space=tweaks.compile_address_space if compiling else tweaks.address_space,
     )
 

@@ -39,6 +39,12 @@ class LanguageLimits(BaseModel):
     extra_processes: int = Field(0, ge=0, description="Threads the runtime needs on top of the user's limit.")
     extra_memory_mib: int = Field(0, ge=0, description="Runtime overhead added to the user's memory limit.")
     compile_address_space: bool = Field(False, description="The same backstop for the compiler.")
+    min_file_size_mib: int = Field(
+        0,
+        ge=0,
+        description="A floor under RLIMIT_FSIZE, for a runtime that grows an in-memory file of its own "
+        "(Erlang's JIT maps its code through a memfd it ftruncates: 8-16 MiB).",
+    )
 
 
 class SelfTest(BaseModel):
@@ -74,6 +80,11 @@ class Language(BaseModel):
     )
     compile: list[str] | None = None
     run: list[str]
+    toolchain: str | None = Field(
+        None,
+        description="The command whose presence means the language is installed, when compile and run "
+        "start something more general (Groovy runs `java` with its jars; `groovy` tells it is installed).",
+    )
     env: dict[str, str] = {}
     compile_env: dict[str, str] = {}
     ro_binds: list[str] = []
@@ -99,7 +110,7 @@ class Language(BaseModel):
         return {key: value.format(memory_mib=memory_mib) for key, value in merged.items()}
 
     def toolchain_binary(self) -> str:
-        return (self.compile or self.run)[0]
+        return self.toolchain or (self.compile or self.run)[0]
 
     def installed(self) -> bool:
         return shutil.which(self.toolchain_binary(), path=SANDBOX_PATH) is not None

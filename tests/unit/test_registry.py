@@ -180,3 +180,18 @@ def test_extra_dir_cannot_shadow_a_builtin_name(tmp_path: Path) -> None:
     (tmp_path / "py2.toml").write_text(text.replace('name = "python3"', 'name = "py2"', 1))
     with pytest.raises(ValueError, match="used twice"):
         Registry.load(tmp_path)  # its aliases py, py3, python are python3's
+
+
+def test_a_file_size_floor_applies_to_that_language_only() -> None:
+    from cellblock.config import DEFAULT_RUN
+    from cellblock.engine import run_limits
+
+    registry = Registry.load()
+    small = DEFAULT_RUN.model_copy(update={"file_size_kib": 1024})
+    floored = registry.get("python3").model_copy(
+        update={"limits": registry.get("python3").limits.model_copy(update={"min_file_size_mib": 64})}
+    )
+    assert run_limits(small, floored, compiling=False).file_size_bytes == 64 << 20
+    assert run_limits(small, registry.get("python3"), compiling=False).file_size_bytes == 1 << 20
+    big = DEFAULT_RUN.model_copy(update={"file_size_kib": 128 * 1024})
+    assert run_limits(big, floored, compiling=False).file_size_bytes == 128 << 20
