@@ -96,8 +96,11 @@ def bare(lang: Language) -> float:
             subprocess.run(argv, cwd=home, env=env, capture_output=True, check=True, timeout=COMPILE_TIMEOUT_S)
         argv = expand(lang.run, source=source, memory_mib=MEMORY_MIB, compile_options=[])
         env = _bare_env(lang, lang.run_environment(MEMORY_MIB), home)
-        done = subprocess.run(argv, cwd=home, env=env, input=SELF_TEST_STDIN.encode(), capture_output=True,
-                              check=False, timeout=60)  # fmt: skip
+        stdin = home / "stdin"  # a file, as the sandbox gives (sqlite's readfile('/dev/stdin') needs its size)
+        stdin.write_text(SELF_TEST_STDIN)
+        with stdin.open("rb") as stdin_file:
+            done = subprocess.run(argv, cwd=home, env=env, stdin=stdin_file, capture_output=True, check=False,
+                                  timeout=60)  # fmt: skip
         elapsed = time.perf_counter() - started
         if done.stdout.decode(errors="replace") != SELF_TEST_STDIN:
             raise RuntimeError(f"{lang.name}: bare run printed {done.stdout[:200]!r} {done.stderr[-300:]!r}")
