@@ -429,10 +429,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     sock = number(argv[1]);
+    /* bwrap exec'd us as /proc/self/fd/N: show as "bwrap" in /proc/<pid>/cmdline instead, as the init of a
+     * fresh sandbox does (each run's init is a fork of this process and would show the fd path to the run). */
+    char *args_end = argv[argc - 1] + strlen(argv[argc - 1]);
     load_filter(number(argv[2]));
     char *end = NULL;
     tmp_size = strtoull(argv[3], &end, 10);
     if (argv[3][0] < '0' || argv[3][0] > '9' || *end != '\0' || tmp_size == 0) { errno = EINVAL; fail("tmp size"); }
+    memset(argv[0], 0, (size_t)(args_end - argv[0]));
+    memcpy(argv[0], "bwrap", args_end - argv[0] >= 5 ? 5 : 0);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) fail("PR_SET_PDEATHSIG");
     /* Nothing in the slot may read our memory or fds through /proc. */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("PR_SET_DUMPABLE");

@@ -1,0 +1,192 @@
+"""Warm slots against fresh sandboxes and bare processes, measured in the same run (issue 8, phase 1).
+
+Run on demand (root, `cellblock doctor` clean), never as part of the test suite::
+
+    sudo .venv/bin/python bench/warm_slots.py [--runs 300] [--warmup 10] [--runners 2]
+
+Variants, interleaved round-robin with the order rotated every round (noise hits all alike):
+
+* ``c/bare``   a static C hello world via ``subprocess.run``
+* ``c/fresh``  the same binary in /box, ``Sandbox.run(RunSpec)`` with isolation = "fresh" (bwrap per run)
+* ``c/warm``   the same with isolation = "warm" (a long-lived slot, fresh pid/mount/IPC namespaces per run)
+* ``py/…``     the same three for ``python3 -c 'print(1)'``
+
+Times are what the caller pays per run (cgroup set-up, launch, wait, accounting, cleanup). Each variant also
+prints the median CPU time and memory peak the sandbox *reported*, to compare warm accounting with fresh.
+With ``--runners N`` (default: the number of cores) it then measures throughput: N processes, each with its own
+slot, run one variant at once after a barrier; runs/s = all runs / (last end − first start), median of 3 rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cellblock.config import Settings
+from cellblock.sandbox.host import Sandbox, SandboxHost
+from cellblock.sandbox.spec import RunLimits, RunSpec
+
+HELLO_C = '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n'
+PYTHON = "/usr/bin/python3"
+LIMITS = RunLimits(
+    cpu_time_s=2.0, wall_time_s=5.0, memory_kib=256 * 1024, processes=64, output_bytes=1 << 20,
+    file_size_bytes=10 << 20,
+)  # fmt: skip
+VARIANTS = ("c/bare", "c/fresh", "c/warm", "py/bare", "py/fresh", "py/warm")
+EXPECTED = {"c": b"hello\n", "py": b"1\n"}
+SPECS = {
+    "c": RunSpec(argv=["./hello"], limits=LIMITS),
+    "py": RunSpec(argv=["python3", "-c", "print(1)"], limits=LIMITS),
+}
+
+
+class Runner:
+    """One fresh and one warm slot (each with the binary in its /box); runs any variant once."""
+
+    def __init__(self, data_dir: Path, binary: Path) -> None:
+        self._stack = contextlib.ExitStack()
+        self.sandboxes: dict[str, Sandbox] = {}
+        for mode in ("fresh", "warm"):
+            host = SandboxHost(Settings(data_dir=data_dir, isolation=mode, warm_slots=1))
+            sandbox = self._stack.enter_context(host.slot())
+            box = self._stack.enter_context(sandbox.workspace())
+            shutil.copy2(binary, box / "hello")
+            os.chown(box / "hello", sandbox.uid, sandbox.uid)
+            self.sandboxes[mode] = sandbox
+            if mode == "warm":
+                self._stack.callback(host.close_warm)
+        assert self.sandboxes["warm"].warm is not None, "the warm host did not start a warm slot"
+        self.bare_argv = {"c": [str(binary)], "py": [PYTHON, "-c", "print(1)"]}
+        self.failures: dict[str, int] = defaultdict(int)
+        self.reported: dict[str, list[tuple[float, int]]] = defaultdict(list)  # (cpu s, KiB)
+
+    def once(self, variant: str) -> float:
+        lang, mode = variant.split("/")
+        started = time.perf_counter()
+        if mode == "bare":
+            done = subprocess.run(self.bare_argv[lang], capture_output=True, check=False)
+            elapsed = time.perf_counter() - started
+            ok = done.returncode == 0 and done.stdout == EXPECTED[lang]
+        else:
+            raw = self.sandboxes[mode].run(SPECS[lang])
+            elapsed = time.perf_counter() - started
+            ok = raw.outcome == "ok" and raw.stdout == EXPECTED[lang]
+            self.reported[variant].append((raw.cpu_time_s, raw.memory_kib))
+        if not ok:
+            self.failures[variant] += 1
+        return elapsed
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def compile_hello(workdir: Path) -> Path:
+    (workdir / "hello.c").write_text(HELLO_C)
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(workdir / "hello"), str(workdir / "hello.c")], check=True)
+    return workdir / "hello"
+
+
+def sequential(runner: Runner, runs: int, warmup: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = defaultdict(list)
+    for _ in range(warmup):
+        for variant in VARIANTS:
+            runner.once(variant)
+    runner.reported.clear()
+    runner.failures.clear()
+    for index in range(runs):
+        k = index % len(VARIANTS)
+        for variant in VARIANTS[k:] + VARIANTS[:k]:
+            times[variant].append(runner.once(variant))
+    return times
+
+
+def _parallel_worker(data_dir: Path, binary: Path, variant: str, runs: int, barrier: Barrier, out: Any) -> None:
+    runner = Runner(data_dir, binary)
+    try:
+        for _ in range(5):
+            runner.once(variant)
+        barrier.wait()
+        started = time.perf_counter()
+        for _ in range(runs):
+            runner.once(variant)
+        out.put((started, time.perf_counter(), runner.failures.get(variant, 0)))
+    finally:
+        runner.close()
+
+
+def parallel(data_dir: Path, binary: Path, runners: int, runs: int, rounds: int = 3) -> dict[str, float]:
+    ctx = mp.get_context("fork")
+    result: dict[str, float] = {}
+    for variant in VARIANTS:
+        rates = []
+        for _ in range(rounds):
+            barrier = ctx.Barrier(runners)
+            out = ctx.Queue()
+            procs = [ctx.Process(target=_parallel_worker, args=(data_dir, binary, variant, runs, barrier, out))
+                     for _ in range(runners)]  # fmt: skip
+            for proc in procs:
+                proc.start()
+            spans = [out.get(timeout=600) for _ in procs]
+            for proc in procs:
+                proc.join()
+            failures = sum(s[2] for s in spans)
+            if failures:
+                print(f"  {variant}: {failures} failed runs", file=sys.stderr)
+            rates.append(runners * runs / (max(s[1] for s in spans) - min(s[0] for s in spans)))
+        result[variant] = statistics.median(rates)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runners", type=int, default=os.cpu_count() or 1, help="0 skips the throughput part")
+    parser.add_argument("--parallel-runs", type=int, default=150)
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="cellblock-bench-warm-", dir="/var/tmp"))
+    data_dir.chmod(0o711)
+    try:
+        binary = compile_hello(data_dir)
+        runner = Runner(data_dir, binary)
+        try:
+            times = sequential(runner, args.runs, args.warmup)
+        finally:
+            runner.close()
+        print(f"sequential, {args.runs} interleaved runs per variant (ms per run as the caller pays it)")
+        print(f"{'variant':10} {'median':>8} {'p95':>8} {'runs/s':>8} {'cpu med':>8} {'peak KiB':>9} {'failed':>6}")
+        for variant in VARIANTS:
+            ordered = sorted(times[variant])
+            p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+            rep = runner.reported.get(variant, [])
+            cpu = f"{statistics.median(r[0] for r in rep) * 1000:.2f}" if rep else "-"
+            peak = f"{statistics.median(r[1] for r in rep):.0f}" if rep else "-"
+            failed = runner.failures.get(variant, 0)
+            print(f"{variant:10} {statistics.median(ordered) * 1000:8.2f} {p95 * 1000:8.2f} "
+                  f"{len(ordered) / sum(ordered):8.1f} {cpu:>8} {peak:>9} {failed:6d}")  # fmt: skip
+        if args.runners > 0:
+            rates = parallel(data_dir, binary, args.runners, args.parallel_runs)
+            print(f"\nthroughput, {args.runners} runners × {args.parallel_runs} runs, median of 3 rounds")
+            for variant in VARIANTS:
+                bare = rates[variant.split("/")[0] + "/bare"]
+                print(f"{variant:10} {rates[variant]:8.1f} runs/s  {rates[variant] / bare:5.2f} × bare")
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
