@@ -23,7 +23,8 @@ One run (host side, `WarmSlot.run`), over a SOCK_SEQPACKET socketpair (wire form
 6. the host watches exactly as on the fresh path (supervisor.watch_run: total CPU, wall, output size) and
    decides with the same code (supervisor.conclude_run → outcome.decide); it checks the run cgroup is empty.
 
-Between jobs the host sends 'W' and the helper empties /box without following links (`Sandbox.workspace`).
+Between jobs the host sends 'W' and the helper empties /box without following links (`Sandbox.workspace`);
+what it cannot remove (directories the host created as root for a job's files) the host removes as root.
 
 Failure policy: a slot is never repaired. EOF on the socket, a malformed or unexpected message, no 'P' in
 time, no 'X' within the wall limit + 0.5 s, a run cgroup that is not empty after the run, or a failed wipe →
@@ -43,6 +44,7 @@ import contextlib
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -324,6 +326,21 @@ class WarmSlot:
         except ValueError as exc:
             raise SlotBroken(f"bad wipe report: {exc}", before_go=True) from exc
         if not ok:
-            raise SlotBroken(f"the warm slot could not empty /box: {os.strerror(err)}", before_go=True)
+            self._wipe_as_root(err)
         if any(os.scandir(self.layout.box_dir)):
             raise SlotBroken("/box is not empty after the wipe", before_go=True)
+
+    def _wipe_as_root(self, err: int) -> None:
+        """What the helper (the box's uid) could not remove: directories the host wrote as root (job files in
+        subdirectories). No process of the slot's runs is alive now (each run's cgroup was checked empty), so
+        nothing can swap a directory for a link meanwhile; rmtree's fd-based walk never follows links anyway.
+        """
+        box = self.layout.box_dir
+        try:
+            for entry in os.scandir(box):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        except (OSError, RecursionError) as exc:
+            raise SlotBroken(f"cannot empty /box ({os.strerror(err)}, then {exc})", before_go=True) from exc
