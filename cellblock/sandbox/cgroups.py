@@ -64,8 +64,11 @@ def _read_keyed(path: Path) -> dict[str, int]:
 
 
 def _write(path: Path, value: str) -> None:
-    """One write(2), as the kernel wants a cgroup value; its errors (EBUSY, ESRCH, EINVAL) raise OSError."""
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    """One write(2), as the kernel wants a cgroup value; its errors (EBUSY, ESRCH, EINVAL) raise OSError.
+
+    Opened like open(path, "w") (create, truncate), which cgroupfs ignores and the unit tests' fake tree needs.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
         os.write(fd, value.encode())
     finally:
