@@ -31,6 +31,12 @@ def _cold(row: dict[str, Any] | None) -> str:
     return f"{row['sandbox_ms'] / 1000:.2f} s (bare {row['bare_ms'] / 1000:.2f})"
 
 
+def _command(argv: list[str], name: str) -> str:
+    """One table cell: a multi-line script (Erlang's, NASM's) is named, not spelled out; `|` is escaped."""
+    words = [f"<script: {name}.toml>" if "\n" in word else word for word in argv]
+    return "`" + " ".join(words).replace("|", "\\|") + "`"
+
+
 def table() -> str:
     bench = measured()
     rows = [
@@ -43,12 +49,12 @@ def table() -> str:
     ]
     for lang in Registry.load().languages:
         row = bench["languages"].get(lang.name)
-        compile_cmd = f"`{' '.join(lang.compile)}`" if lang.compile else "-"
+        compile_cmd = _command(lang.compile, lang.name) if lang.compile else "-"
         core = " (core)" if lang.core else ""
         rows.append(
             f"| {lang.name}{core} | {lang.display_name} | {(row or {}).get('version') or '-'} | "
             f"{', '.join(map(str, lang.judge0_ids)) or '-'} | {lang.piston_name or '-'} | {compile_cmd} | "
-            f"`{' '.join(lang.run)}` | {_cold(row)} | {', '.join(lang.debian_packages)} |"
+            f"{_command(lang.run, lang.name)} | {_cold(row)} | {', '.join(lang.debian_packages)} |"
         )
     return "\n".join(rows)
 
