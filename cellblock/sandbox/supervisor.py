@@ -143,6 +143,11 @@ def _killpg(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _pread_capped(fd: int, cap: int) -> tuple[bytes, bool]:
+    data = os.pread(fd, cap + 1, 0)
+    return data[:cap], len(data) > cap
+
+
 def _read_capped(path: Path, cap: int) -> tuple[bytes, bool]:
     with open(path, "rb") as handle:
         data = handle.read(cap + 1)
@@ -353,11 +358,13 @@ def conclude_run(
     clock: tuple[float, float],
     marks: tuple[int, int],
     tail: _Tail | None,
+    output_fds: tuple[int, int] | None = None,
 ) -> RawResult:
     """After the run ended: counters, leftovers killed, capped outputs, the verdict (outcome.py), the result.
 
     Shared by the fresh path and warm slots. `clock` = (started, ended) monotonic s; `marks` = (CPU baseline ns
-    of the cgroup, wall-clock ns before launch for file mtimes).
+    of the cgroup, wall-clock ns before launch for file mtimes). Outputs are read from `output_fds` when given
+    (warm slots' memfds), else from the io dir's stdout/stderr files.
     """
     started, ended = clock
     baseline_ns, launched_ns = marks
@@ -366,8 +373,11 @@ def conclude_run(
     stats = cgroup.stats()
     cgroup.kill_all()  # a daemon that outlived main (or a killed run's stragglers)
     cap = spec.limits.output_bytes
-    stdout, out_trunc = _read_capped(io_dir / "stdout", cap)
-    stderr, err_trunc = _read_capped(io_dir / "stderr", cap)
+    if output_fds is not None:
+        (stdout, out_trunc), (stderr, err_trunc) = (_pread_capped(fd, cap) for fd in output_fds)
+    else:
+        stdout, out_trunc = _read_capped(io_dir / "stdout", cap)
+        stderr, err_trunc = _read_capped(io_dir / "stderr", cap)
     cpu_s = max(0, stats.cpu_time_ns - baseline_ns) / 1e9
     # Some runtimes (Python) ignore SIGXFSZ and fail with EFBIG instead: look for a file at the limit.
     file_limit_hit = exit_code != 0 and any_file_at_least(box, spec.limits.file_size_bytes, launched_ns)
