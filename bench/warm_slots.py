@@ -128,10 +128,12 @@ def _parallel_worker(data_dir: Path, binary: Path, variant: str, runs: int, barr
         runner.close()
 
 
-def parallel(data_dir: Path, binary: Path, runners: int, runs: int, rounds: int = 3) -> dict[str, float]:
+def parallel(
+    data_dir: Path, binary: Path, runners: int, runs: int, variants: tuple[str, ...] = VARIANTS, rounds: int = 3
+) -> dict[str, float]:
     ctx = mp.get_context("fork")
     result: dict[str, float] = {}
-    for variant in VARIANTS:
+    for variant in variants:
         rates = []
         for _ in range(rounds):
             barrier = ctx.Barrier(runners)
@@ -157,27 +159,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runners", type=int, default=os.cpu_count() or 1, help="0 skips the throughput part")
     parser.add_argument("--parallel-runs", type=int, default=150)
+    parser.add_argument("--throughput-only", action="store_true", help="skip the sequential part")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="cellblock-bench-warm-", dir="/var/tmp"))
     data_dir.chmod(0o711)
     try:
         binary = compile_hello(data_dir)
-        runner = Runner(data_dir, binary)
-        try:
-            times = sequential(runner, args.runs, args.warmup)
-        finally:
-            runner.close()
-        print(f"sequential, {args.runs} interleaved runs per variant (ms per run as the caller pays it)")
-        print(f"{'variant':10} {'median':>8} {'p95':>8} {'runs/s':>8} {'cpu med':>8} {'peak KiB':>9} {'failed':>6}")
-        for variant in VARIANTS:
-            ordered = sorted(times[variant])
-            p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-            rep = runner.reported.get(variant, [])
-            cpu = f"{statistics.median(r[0] for r in rep) * 1000:.2f}" if rep else "-"
-            peak = f"{statistics.median(r[1] for r in rep):.0f}" if rep else "-"
-            failed = runner.failures.get(variant, 0)
-            print(f"{variant:10} {statistics.median(ordered) * 1000:8.2f} {p95 * 1000:8.2f} "
-                  f"{len(ordered) / sum(ordered):8.1f} {cpu:>8} {peak:>9} {failed:6d}")  # fmt: skip
+        if not args.throughput_only:
+            print_sequential(data_dir, binary, args.runs, args.warmup)
         if args.runners > 0:
             rates = parallel(data_dir, binary, args.runners, args.parallel_runs)
             print(f"\nthroughput, {args.runners} runners × {args.parallel_runs} runs, median of 3 rounds")
@@ -186,6 +175,25 @@ def main() -> None:
                 print(f"{variant:10} {rates[variant]:8.1f} runs/s  {rates[variant] / bare:5.2f} × bare")
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def print_sequential(data_dir: Path, binary: Path, runs: int, warmup: int) -> None:
+    runner = Runner(data_dir, binary)
+    try:
+        times = sequential(runner, runs, warmup)
+    finally:
+        runner.close()
+    print(f"sequential, {runs} interleaved runs per variant (ms per run as the caller pays it)")
+    print(f"{'variant':10} {'median':>8} {'p95':>8} {'runs/s':>8} {'cpu med':>8} {'peak KiB':>9} {'failed':>6}")
+    for variant in VARIANTS:
+        ordered = sorted(times[variant])
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        rep = runner.reported.get(variant, [])
+        cpu = f"{statistics.median(r[0] for r in rep) * 1000:.2f}" if rep else "-"
+        peak = f"{statistics.median(r[1] for r in rep):.0f}" if rep else "-"
+        failed = runner.failures.get(variant, 0)
+        print(f"{variant:10} {statistics.median(ordered) * 1000:8.2f} {p95 * 1000:8.2f} "
+              f"{len(ordered) / sum(ordered):8.1f} {cpu:>8} {peak:>9} {failed:6d}")  # fmt: skip
 
 
 if __name__ == "__main__":
