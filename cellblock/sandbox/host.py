@@ -4,6 +4,15 @@ A *slot* is a machine-wide resource — its uid (first_uid + k), its cgroup pare
 dir — so slots are allocated with an exclusive flock on ``<slot_lock_dir>/slot<k>.lock``. Two workers, two
 test processes or two CLI calls on one host therefore never share a slot, whatever their data dirs are.
 When a lock is taken we first sweep what a crashed holder may have left (cgroups, a mounted /box).
+
+Warm slots (``isolation = "warm"``, warm.py): the host keeps up to ``warm_slots`` slots of its own, each with a
+long-lived sandbox and a /box tmpfs that stays mounted (wiped between jobs). Such a slot keeps its lock while it
+lives, so no other process can take its uid or cgroups meanwhile; `slot()` hands out the most recently used idle
+one, starts a new one while under the cap, and otherwise gives a plain slot that runs fresh. A warm slot that
+breaks, or whose /box cannot be emptied, is destroyed and its lock released. `close_warm()` (also at exit)
+gives the idle ones back; a killed process leaves its slots dirty and the next holder sweeps them as usual.
+The launcher ties each slot's sandbox to the *thread* that started it (PR_SET_PDEATHSIG): start warm slots from
+threads that live as long as the host (Celery pool processes run jobs in their main thread).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from cellblock.sandbox.seccomp import SeccompProgram
 from cellblock.sandbox.slothelper import build_slot_helper
 from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
 from cellblock.sandbox.supervisor import SlotIdentity, Supervisor
-from cellblock.sandbox.warm import SlotBroken, WarmSlot, eligible
+from cellblock.sandbox.warm import MAX_RUNS_PER_SLOT, SlotBroken, WarmSlot, eligible
 
 
 def prerequisite_problems(settings: Settings) -> list[str]:
@@ -162,7 +171,7 @@ class Sandbox:
             message = warm.request(spec)
         except ValueError:  # not expressible in one message (huge argv, NUL bytes): bwrap reports it as before
             return self._supervisor.run(spec, observer)
-        if not warm.healthy or warm.ro_binds != spec.ro_binds:
+        if not warm.healthy or warm.ro_binds != spec.ro_binds or warm.runs >= MAX_RUNS_PER_SLOT:
             warm = self._restart_warm(spec.ro_binds)
         try:
             result = warm.run(spec, message, observer)

@@ -10,12 +10,14 @@ only long-lived process inside; it holds CAP_SYS_ADMIN and CAP_SETPCAP in the sa
 One run (host side, `WarmSlot.run`), over a SOCK_SEQPACKET socketpair (wire format: slotproto.py):
 
 1. create the run's cgroups (cgroups.py, name constant per slot: a counter would tell a run how many came
-   before it), open stdin/stdout/stderr files in the slot's root-only io dir;
+   before it); stdin, stdout and stderr are new memfds (stdin reopened read-only), never shared between runs;
 2. send 'R' (argv, env, cwd, umask, rlimits) with the three fds as SCM_RIGHTS;
 3. the helper clones the run's init (pid 1 of fresh pid/mount/IPC namespaces), which mounts a fresh /tmp,
-   /dev/shm and /proc, drops every capability, sets no_new_privs and the seccomp filter, and sends 'P'; the
+   /dev/shm and /proc and sends 'P'; the
    kernel attaches SCM_CREDENTIALS with the init's pid *as the host sees it* (SO_PASSCRED). Nothing of the
    run can forge it: the kernel fills it in, and the init closes the socket before the program exists;
+   after 'G' the init enters a cgroup namespace rooted at the run's cgroups (/proc/self/cgroup shows "/",
+   as in a fresh sandbox) and only then drops its capabilities;
 4. the host writes that pid into the run's cgroups, takes the CPU baseline, restarts the memory peak and
    sends 'G' — so, as on the fresh path, only the program's own exec and run are accounted;
 5. the init forks the program (pid 2) with fresh rlimits, env, cwd, umask and signal state, and exits with
@@ -29,7 +31,8 @@ what it cannot remove (directories the host created as root for a job's files) t
 Failure policy: a slot is never repaired. EOF on the socket, a malformed or unexpected message, no 'P' in
 time, no 'X' within the wall limit + 0.5 s, a run cgroup that is not empty after the run, or a failed wipe →
 the slot is destroyed (every process in its cgroups and bwrap's process group SIGKILLed) and a new one is
-started for the next run. A failure before 'G' (the program never started) reruns that step on the fresh path.
+started for the next run; a healthy one is rebuilt too after MAX_RUNS_PER_SLOT runs. A failure before 'G' (the
+program never started) reruns that step once on a new slot, then on the fresh path.
 
 What stays fresh: runs with network access, interactive runs (live stdin and signals), runs with their own box
 (custom checkers), and requests too big for one message. A slot's read-only binds are fixed when it starts;
@@ -70,6 +73,7 @@ SLOT_MEMORY_BYTES = 64 << 20
 SLOT_PIDS = 16  # bwrap's monitor and init, the helper, a run's init until the host moves it
 RUN_EXTRA_PROCESSES = 1  # the run's init lives in the run's cgroups next to the program
 RUN_UMASK = 0o022
+MAX_RUNS_PER_SLOT = 10_000  # then the sandbox is rebuilt anyway (≈ 5 ms): bounds whatever state we did not think of
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 
 
