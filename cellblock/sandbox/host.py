@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cellblock.config import Settings
-from cellblock.errors import SandboxUnavailable
+from cellblock.errors import SandboxFailure, SandboxUnavailable
 from cellblock.sandbox.bwrap import BwrapLayout
 from cellblock.sandbox.cgroups import CgroupDriver, detect_driver
 from cellblock.sandbox.etcdir import prepare_etc
@@ -40,6 +41,8 @@ from cellblock.sandbox.slothelper import build_slot_helper
 from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
 from cellblock.sandbox.supervisor import SlotIdentity, Supervisor
 from cellblock.sandbox.warm import MAX_RUNS_PER_SLOT, SlotBroken, WarmSlot, eligible
+
+log = logging.getLogger(__name__)
 
 
 def prerequisite_problems(settings: Settings) -> list[str]:
@@ -294,7 +297,13 @@ class SandboxHost:
                 yield fresh
             return
         if sandbox is None:
-            sandbox = self._new_warm_sandbox()
+            try:
+                sandbox = self._new_warm_sandbox()
+            except SandboxFailure as exc:  # e.g. a kernel that refuses the helper's namespaces: run fresh
+                log.warning("cannot start a warm slot, this job runs fresh: %s", exc.message)
+                with self._fresh_slot() as fresh:
+                    yield fresh
+                return
         keep = False
         try:
             yield sandbox
