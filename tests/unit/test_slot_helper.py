@@ -9,6 +9,7 @@ out of order — which is how the host learns a slot is broken.
 from __future__ import annotations
 
 import array
+import itertools
 import os
 import random
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from cellblock.sandbox import slotproto
+from cellblock.sandbox.bwrap import BwrapLayout, bwrap_args, slot_bwrap_args
 from cellblock.sandbox.seccomp import SeccompProgram
 from cellblock.sandbox.slothelper import build_slot_helper, source_text
 
@@ -285,3 +287,23 @@ def test_a_second_message_instead_of_go_kills_the_run_and_the_helper(live_helper
     assert live_helper.recv()[0] == b""
     assert live_helper.close() == 2
     assert out.read_bytes() == b""  # the program never ran
+
+
+# ---- the slot's bwrap argv (pure) ------------------------------------------------------------------------------
+
+
+def test_slot_bwrap_args_differ_from_a_fresh_sandbox_only_where_a_long_lived_one_must() -> None:
+    layout = BwrapLayout(bwrap="/usr/bin/bwrap", launcher="/l", box_dir=Path("/data/slots/slot3/box"),
+                         etc_dir=Path("/data/shared/etc"), tmp_size_bytes=64 << 20)  # fmt: skip
+    args = slot_bwrap_args(layout, helper_fd=7, helper_args=["3", "4", "5"], ro_binds=["/etc/java"])
+    fresh = bwrap_args(layout, info_fd=1, block_fd=2, seccomp_fd=3, env={}, ro_binds=["/etc/java"], network=False)
+    pairs = list(itertools.pairwise(args))
+    assert ("--remount-ro", "/") in pairs and ("--remount-ro", "/dev") in pairs  # nothing a run writes there stays
+    assert ("--tmpfs", "/dev/shm") in pairs and ("--tmpfs", "/tmp") in pairs
+    assert [b for a, b in pairs if a == "--cap-add"] == ["CAP_SYS_ADMIN", "CAP_SETPCAP"]  # and nothing else
+    assert "--seccomp" not in args and "--setenv" not in args and "--info-fd" not in args
+    assert args[-5:] == ["--", "/proc/self/fd/7", "3", "4", "5"]
+    for flag in ("--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup",
+                 "--unshare-net", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"):  # fmt: skip
+        assert flag in args and flag in fresh
+    assert ("--ro-bind-try", "/etc/java") in pairs and ("--bind", str(layout.box_dir)) in pairs
