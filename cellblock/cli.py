@@ -34,7 +34,7 @@ def _language_for(path: Path, explicit: str | None) -> str:
     from cellblock.languages.registry import Registry
 
     by_suffix: dict[str, str] = {}
-    for lang in Registry.load(Settings().languages_dir).core_first():
+    for lang in Registry.load(Settings().languages_dir).by_extension():
         by_suffix.setdefault(Path(lang.source_file).suffix, lang.name)
     name = by_suffix.get(path.suffix)
     if name is None:

@@ -455,7 +455,7 @@ def run_folder(options: Options, settings: Settings, echo: Callable[[str], None]
     """`cellblock run`: 0 when every program was accepted, 1 otherwise. Raises UserError / InternalError."""
     from cellblock.languages.registry import Registry
 
-    local = [(lang.name, lang.source_file) for lang in Registry.load(settings.languages_dir).core_first()]
+    local = [(lang.name, lang.source_file) for lang in Registry.load(settings.languages_dir).by_extension()]
     skip = [options.output_dir / OUTPUT_DIR]
     programs = discover(options.paths, suffix_table(local), skip)
     if not programs:

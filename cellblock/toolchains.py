@@ -99,15 +99,19 @@ class PassedSelfTests:
     definition, toolchain fingerprint), its mtime the time it passed. Files are written whole and renamed
     into place, so concurrent workers never read half a file; a lost race only costs a repeated self-test."""
 
-    def __init__(self, directory: Path, max_age_s: float) -> None:
+    def __init__(self, directory: Path, max_age_s: float, sandbox: object = None) -> None:
+        """`sandbox`: what else decides a self-test's outcome (the default limits, the sandbox's shape), as
+        JSON-able data: a worker with other limits never trusts another's verdict."""
         self.directory = directory
         self.max_age_s = max_age_s
+        self.sandbox = sandbox
 
     def _path(self, language: Language) -> Path | None:
         print_ = fingerprint(language)
         if print_ is None or self.max_age_s <= 0:
             return None
-        identity = json.dumps([__version__, language.model_dump(mode="json"), print_], sort_keys=True)
+        identity = json.dumps([__version__, language.model_dump(mode="json"), print_, self.sandbox], sort_keys=True,
+                              default=str)  # fmt: skip
         return self.directory / (hashlib.sha256(identity.encode()).hexdigest() + ".json")
 
     def recall(self, language: Language) -> Status | None:

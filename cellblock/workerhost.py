@@ -42,13 +42,24 @@ def offered_languages(settings: Settings, registry: Registry) -> list[Language]:
     return [lang for lang in registry.languages if lang.name in chosen]
 
 
+SELF_TEST_CONDITIONS = ("default_run", "default_compile", "bwrap_path", "cgroup_root", "cgroup_name", "first_uid",
+                        "box_size_mib", "box_inodes", "tmp_size_mib", "isolation")  # fmt: skip
+
+
+def self_test_conditions(settings: Settings) -> dict[str, object]:
+    """The settings a self-test's outcome depends on besides the language and its toolchain: a worker whose
+    limits or sandbox differ never trusts another worker's verdict."""
+    return settings.model_dump(mode="json", include=set(SELF_TEST_CONDITIONS))
+
+
 def self_test_languages(engine: Engine, say: Callable[[str], None], languages: list[Language],
                         settings: Settings) -> dict[str, Status]:  # fmt: skip
     """Run the self-test of each installed language through the real sandbox, one per slot at once (or trust
     one that passed here within `self_test_reuse_s`); the passing ones, by name. Languages not installed here
     are left out quietly (`cellblock languages` lists them)."""
     installed = [lang for lang in languages if fingerprint(lang) is not None]
-    recent = PassedSelfTests(settings.slot_lock_dir / "self-tests", settings.self_test_reuse_s)
+    recent = PassedSelfTests(settings.slot_lock_dir / "self-tests", settings.self_test_reuse_s,
+                             sandbox=self_test_conditions(settings))  # fmt: skip
     passing: dict[str, Status] = {}
     for name, status in evaluate_many(engine, installed, settings.slot_count(), recent).items():
         say(f"{'ok  ' if status.passed else 'FAIL'}  {name} {status.version or ''}"

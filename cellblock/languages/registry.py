@@ -75,6 +75,11 @@ class Language(BaseModel):
     version_command: list[str]
     version_pattern: str = r"(\d+(?:\.\d+)+)"
     source_file: str
+    claims_extension: bool = Field(
+        True,
+        description="Whether a file with source_file's extension is taken for this language when none is "
+        "named (`cellblock exec`, `cellblock run`); false where such files are usually data (plain text's .txt).",
+    )
     source_name_pattern: str | None = Field(
         None, description="Regex over the source whose group 1 replaces the stem of source_file (Java's class)."
     )
@@ -177,10 +182,12 @@ class Registry:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return f"unknown language {name!r}.{hint} Known: {', '.join(lang.name for lang in self.languages)}"
 
-    def core_first(self) -> list[Language]:
-        """The languages with the core set first: where several share a file extension (.c: c and c-clang;
-        .py: python3 and pypy3), the first one claiming it is the one a bare file name means."""
-        return sorted(self.languages, key=lambda lang: (not lang.core, lang.name))
+    def by_extension(self) -> list[Language]:
+        """The languages a file's extension may name, core set first: where several share one (.c: c and
+        c-clang; .py: python3 and pypy3), the first claiming it is what a bare file name means. Languages with
+        `claims_extension = false` (plain text: a .txt file is usually data) are never guessed."""
+        return sorted((lang for lang in self.languages if lang.claims_extension),
+                      key=lambda lang: (not lang.core, lang.name))  # fmt: skip
 
     @cached_property
     def by_judge0_id(self) -> dict[int, Language]:

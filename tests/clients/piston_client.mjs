@@ -10,5 +10,5 @@ const compiled = await client.execute({
   language: "c",
   files: [{ name: "main.c", content: "#include <stdio.h>\nint main(int c, char **v){printf(\"%d\\n\", c);return 2;}" }],
 });
-const unknown = await client.execute("cobol", "DISPLAY 'x'.");
+const unknown = await client.execute("swift", "print(1)");
 console.log(JSON.stringify({ runtimes, hello, compiled, unknown }));

@@ -157,7 +157,7 @@ BAD = [
     ({"language": "python", "version": "*"}, 400, "files is required as an array"),
     ({"language": "python", "version": "*", "files": "x"}, 400, "files is required as an array"),
     ({"language": "python", "version": "*", "files": [{"name": "a"}]}, 400, "files[0].content is required as a string"),
-    ({"language": "cobol", "version": "*", "files": [{"content": "x"}]}, 400, "cobol-* runtime is unknown"),
+    ({"language": "swift", "version": "*", "files": [{"content": "x"}]}, 400, "swift-* runtime is unknown"),
     ({"language": "python", "version": "2.x", "files": [{"content": "x"}]}, 400, "python-2.x runtime is unknown"),
     ({"language": "python", "version": "*", "files": []}, 400, "files must include at least one utf8 encoded file"),
     ({"language": "python", "version": "*", "files": [{"content": "eA==", "encoding": "base64"}]}, 400,

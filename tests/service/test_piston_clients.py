@@ -83,7 +83,7 @@ def test_piston_rspy(svc: Service) -> None:
         compiled = await client.execute(piston_rspy.Executor(
             language="c++", files=[piston_rspy.File(name="m.cpp", content="int main(){return 5;}")]))  # fmt: skip
         unknown = await client.execute(
-            piston_rspy.Executor(language="cobol", files=[piston_rspy.File(content="x")]))  # fmt: skip
+            piston_rspy.Executor(language="swift", files=[piston_rspy.File(content="x")]))  # fmt: skip
         return runtimes, run, compiled, unknown
 
     runtimes, run, compiled, unknown = asyncio.run(go())

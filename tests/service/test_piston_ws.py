@@ -154,8 +154,8 @@ def test_protocol_errors_close_with_pistons_codes(svc: Service, messages: list[A
 @pytest.mark.parametrize(
     ("message", "error"),
     [
-        ('{"type": "init", "language": "cobol", "version": "*", "files": [{"content": "x"}]}',
-         "cobol-* runtime is unknown"),
+        ('{"type": "init", "language": "swift", "version": "*", "files": [{"content": "x"}]}',
+         "swift-* runtime is unknown"),
         ('{"type": "init", "language": "python", "version": "*"}', "files is required as an array"),
         ("not json", "the message is not valid JSON"),
     ],

@@ -56,3 +56,15 @@ def test_a_language_that_is_not_installed_is_never_recalled(tmp_path: Path) -> N
     absent = PYTHON.model_copy(update={"name": "absent", "run": ["cellblock-test-no-such-binary", "{source}"]})
     recent.remember(absent, PASSED)
     assert recent.recall(absent) is None and list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_with_other_limits_does_not_trust_the_verdict(tmp_path: Path) -> None:
+    from cellblock.config import Settings
+    from cellblock.workerhost import self_test_conditions
+
+    usual = self_test_conditions(Settings())
+    tight = self_test_conditions(Settings(default_compile={"memory_mib": 8, "cpu_time_s": 0.02}))
+    assert usual != tight
+    PassedSelfTests(tmp_path, max_age_s=900, sandbox=usual).remember(PYTHON, PASSED)
+    assert PassedSelfTests(tmp_path, max_age_s=900, sandbox=usual).recall(PYTHON) is not None
+    assert PassedSelfTests(tmp_path, max_age_s=900, sandbox=tight).recall(PYTHON) is None
