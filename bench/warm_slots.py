@@ -9,7 +9,8 @@ Variants, interleaved round-robin with the order rotated every round (noise hits
 * ``c/bare``   a static C hello world via ``subprocess.run``
 * ``c/fresh``  the same binary in /box, ``Sandbox.run(RunSpec)`` with isolation = "fresh" (bwrap per run)
 * ``c/warm``   the same with isolation = "warm" (a long-lived slot, fresh pid/mount/IPC namespaces per run)
-* ``py/…``     the same three for ``python3 -c 'print(1)'``
+* ``c/shared`` the same with isolation = "warm-shared" (opt-in: runs share the slot's namespaces, cleaned after)
+* ``py/…``     the same four for ``python3 -c 'print(1)'``
 
 Times are what the caller pays per run (cgroup set-up, launch, wait, accounting, cleanup). Each variant also
 prints the median CPU time and memory peak the sandbox *reported*, to compare warm accounting with fresh.
@@ -46,7 +47,8 @@ LIMITS = RunLimits(
     cpu_time_s=2.0, wall_time_s=5.0, memory_kib=256 * 1024, processes=64, output_bytes=1 << 20,
     file_size_bytes=10 << 20,
 )  # fmt: skip
-VARIANTS = ("c/bare", "c/fresh", "c/warm", "py/bare", "py/fresh", "py/warm")
+VARIANTS = ("c/bare", "c/fresh", "c/warm", "c/shared", "py/bare", "py/fresh", "py/warm", "py/shared")
+MODES = {"fresh": "fresh", "warm": "warm", "shared": "warm-shared"}  # variant suffix → isolation
 EXPECTED = {"c": b"hello\n", "py": b"1\n"}
 SPECS = {
     "c": RunSpec(argv=["./hello"], limits=LIMITS),
@@ -55,21 +57,21 @@ SPECS = {
 
 
 class Runner:
-    """One fresh and one warm slot (each with the binary in its /box); runs any variant once."""
+    """One slot per isolation (each with the binary in its /box); runs any variant once."""
 
     def __init__(self, data_dir: Path, binary: Path) -> None:
         self._stack = contextlib.ExitStack()
         self.sandboxes: dict[str, Sandbox] = {}
-        for mode in ("fresh", "warm"):
-            host = SandboxHost(Settings(data_dir=data_dir, isolation=mode, warm_slots=1))
+        for mode, isolation in MODES.items():
+            host = SandboxHost(Settings(data_dir=data_dir, isolation=isolation, warm_slots=1))
             sandbox = self._stack.enter_context(host.slot())
             box = self._stack.enter_context(sandbox.workspace())
             shutil.copy2(binary, box / "hello")
             os.chown(box / "hello", sandbox.uid, sandbox.uid)
             self.sandboxes[mode] = sandbox
-            if mode == "warm":
+            if mode != "fresh":
                 self._stack.callback(host.close_warm)
-        assert self.sandboxes["warm"].warm is not None, "the warm host did not start a warm slot"
+                assert sandbox.warm is not None, f"the {isolation} host did not start a warm slot"
         self.bare_argv = {"c": [str(binary)], "py": [PYTHON, "-c", "print(1)"]}
         self.failures: dict[str, int] = defaultdict(int)
         self.reported: dict[str, list[tuple[float, int]]] = defaultdict(list)  # (cpu s, KiB)
@@ -100,16 +102,16 @@ def compile_hello(workdir: Path) -> Path:
     return workdir / "hello"
 
 
-def sequential(runner: Runner, runs: int, warmup: int) -> dict[str, list[float]]:
+def sequential(runner: Runner, runs: int, warmup: int, variants: tuple[str, ...] = VARIANTS) -> dict[str, list[float]]:
     times: dict[str, list[float]] = defaultdict(list)
     for _ in range(warmup):
-        for variant in VARIANTS:
+        for variant in variants:
             runner.once(variant)
     runner.reported.clear()
     runner.failures.clear()
     for index in range(runs):
-        k = index % len(VARIANTS)
-        for variant in VARIANTS[k:] + VARIANTS[:k]:
+        k = index % len(variants)
+        for variant in variants[k:] + variants[:k]:
             times[variant].append(runner.once(variant))
     return times
 
@@ -160,32 +162,40 @@ def main() -> None:
     parser.add_argument("--runners", type=int, default=os.cpu_count() or 1, help="0 skips the throughput part")
     parser.add_argument("--parallel-runs", type=int, default=150)
     parser.add_argument("--throughput-only", action="store_true", help="skip the sequential part")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset, e.g. c/bare,c/shared")
     args = parser.parse_args()
+    variants = tuple(v for v in args.variants.split(",") if v)
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants: {sorted(unknown)}")
     data_dir = Path(tempfile.mkdtemp(prefix="cellblock-bench-warm-", dir="/var/tmp"))
     data_dir.chmod(0o711)
     try:
         binary = compile_hello(data_dir)
         if not args.throughput_only:
-            print_sequential(data_dir, binary, args.runs, args.warmup)
+            print_sequential(data_dir, binary, args.runs, args.warmup, variants)
         if args.runners > 0:
-            rates = parallel(data_dir, binary, args.runners, args.parallel_runs)
+            rates = parallel(data_dir, binary, args.runners, args.parallel_runs, variants)
             print(f"\nthroughput, {args.runners} runners × {args.parallel_runs} runs, median of 3 rounds")
-            for variant in VARIANTS:
-                bare = rates[variant.split("/")[0] + "/bare"]
-                print(f"{variant:10} {rates[variant]:8.1f} runs/s  {rates[variant] / bare:5.2f} × bare")
+            for variant in variants:
+                bare = rates.get(variant.split("/")[0] + "/bare")
+                ratio = f"{rates[variant] / bare:5.2f} × bare" if bare else ""
+                print(f"{variant:10} {rates[variant]:8.1f} runs/s  {ratio}")
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def print_sequential(data_dir: Path, binary: Path, runs: int, warmup: int) -> None:
+def print_sequential(
+    data_dir: Path, binary: Path, runs: int, warmup: int, variants: tuple[str, ...] = VARIANTS
+) -> None:
     runner = Runner(data_dir, binary)
     try:
-        times = sequential(runner, runs, warmup)
+        times = sequential(runner, runs, warmup, variants)
     finally:
         runner.close()
     print(f"sequential, {runs} interleaved runs per variant (ms per run as the caller pays it)")
     print(f"{'variant':10} {'median':>8} {'p95':>8} {'runs/s':>8} {'cpu med':>8} {'peak KiB':>9} {'failed':>6}")
-    for variant in VARIANTS:
+    for variant in variants:
         ordered = sorted(times[variant])
         p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
         rep = runner.reported.get(variant, [])

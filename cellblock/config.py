@@ -58,10 +58,13 @@ class Settings(BaseSettings):
     box_inodes: int = Field(8192, ge=64, description="Inode cap of the /box tmpfs (many-small-files disk fill).")
     tmp_size_mib: int = Field(64, ge=1, description="Size of the per-run tmpfs at /tmp.")
     poll_interval_s: float = Field(0.01, gt=0, le=0.5, description="How often the CPU/output watcher looks.")
-    isolation: Literal["fresh", "warm"] = Field(
+    isolation: Literal["fresh", "warm", "warm-shared"] = Field(
         "fresh",
         description="fresh: a new bubblewrap sandbox per run. warm: runs reuse a long-lived sandbox per slot, each "
-        "run in fresh pid, mount and IPC namespaces (see cellblock/sandbox/warm.py).",
+        "run in fresh pid, mount and IPC namespaces (see cellblock/sandbox/warm.py). warm-shared (opt-in, for "
+        "trusted batch work): runs share the slot's namespaces; the slot is cleaned and checked after each run, "
+        "but a run can see pid and inode counters of earlier runs and can signal the slot's helper (the slot is "
+        "then rebuilt); see warm.py 'Shared mode'.",
     )
     warm_slots: int = Field(
         2,

@@ -134,7 +134,14 @@ def launch_argv(
 SLOT_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
 
 
-def slot_bwrap_args(layout: BwrapLayout, *, helper_fd: int, helper_args: list[str], ro_binds: list[str]) -> list[str]:
+def slot_bwrap_args(
+    layout: BwrapLayout,
+    *,
+    helper_fd: int,
+    helper_args: list[str],
+    ro_binds: list[str],
+    shared_seccomp_fd: int | None = None,
+) -> list[str]:
     """bwrap argv for a warm slot: the fresh layout (never with network), plus what a long-lived sandbox needs.
 
     Differences from `bwrap_args`, each for a reason: `/` *and* `/dev` are remounted read-only (both are tmpfs the
@@ -142,6 +149,10 @@ def slot_bwrap_args(layout: BwrapLayout, *, helper_fd: int, helper_args: list[st
     run mounts a fresh one over it); no --seccomp here (the helper must clone and mount; it loads the same
     filter into each run itself); the helper is executed through /proc/self/fd/N, so no file of ours appears in
     the sandbox; the environment is empty (each run brings its own).
+
+    Shared mode (isolation "warm-shared", `shared_seccomp_fd` given): runs are plain forks of the helper in these
+    namespaces, so the helper gets *no* capabilities and bwrap loads the seccomp filter for the whole slot, as for
+    a fresh run; /dev/mqueue is mounted so that the helper can empty it after each run.
     """
     args = [
         layout.bwrap,
@@ -163,6 +174,9 @@ def slot_bwrap_args(layout: BwrapLayout, *, helper_fd: int, helper_args: list[st
         "--bind", str(layout.box_dir), BOX_PATH, "--remount-ro", "/", "--remount-ro", "/dev", "--chdir", BOX_PATH,
         "--clearenv",
     ]  # fmt: skip
+    if shared_seccomp_fd is not None:
+        args[args.index("--remount-ro") : args.index("--remount-ro")] = ["--mqueue", "/dev/mqueue"]
+        return [*args, "--seccomp", str(shared_seccomp_fd), "--", f"/proc/self/fd/{helper_fd}", *helper_args]
     for cap in SLOT_CAPS:
         args += ["--cap-add", cap]
     return [*args, "--", f"/proc/self/fd/{helper_fd}", *helper_args]

@@ -5,14 +5,14 @@ dir — so slots are allocated with an exclusive flock on ``<slot_lock_dir>/slot
 test processes or two CLI calls on one host therefore never share a slot, whatever their data dirs are.
 When a lock is taken we first sweep what a crashed holder may have left (cgroups, a mounted /box).
 
-Warm slots (``isolation = "warm"``, warm.py): the host keeps up to ``warm_slots`` slots of its own, each with a
-long-lived sandbox and a /box tmpfs that stays mounted (wiped between jobs). Such a slot keeps its lock while it
-lives, so no other process can take its uid or cgroups meanwhile; `slot()` hands out the most recently used idle
-one, starts a new one while under the cap, and otherwise gives a plain slot that runs fresh. A warm slot that
-breaks, or whose /box cannot be emptied, is destroyed and its lock released. `close_warm()` (also at exit)
-gives the idle ones back; a killed process leaves its slots dirty and the next holder sweeps them as usual.
-The launcher ties each slot's sandbox to the *thread* that started it (PR_SET_PDEATHSIG): start warm slots from
-threads that live as long as the host (Celery pool processes run jobs in their main thread).
+Warm slots (``isolation = "warm"`` or the opt-in ``"warm-shared"``, warm.py): the host keeps up to ``warm_slots``
+slots of its own, each with a long-lived sandbox and a /box tmpfs that stays mounted (wiped between jobs). Such a slot
+keeps its lock while it lives, so no other process can take its uid or cgroups meanwhile; `slot()` hands out the most
+recently used idle one, starts a new one while under the cap, and otherwise gives a plain slot that runs fresh. A warm
+slot that breaks, or whose /box cannot be emptied, is destroyed and its lock released. `close_warm()` (also at exit)
+gives the idle ones back; a killed process leaves its slots dirty and the next holder sweeps them as usual. The
+launcher ties each slot's sandbox to the *thread* that started it (PR_SET_PDEATHSIG): start warm slots from threads
+that live as long as the host (Celery pool processes run jobs in their main thread).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from cellblock.sandbox.supervisor import SlotIdentity, Supervisor
 from cellblock.sandbox.warm import MAX_RUNS_PER_SLOT, SlotBroken, WarmSlot, eligible
 
 log = logging.getLogger(__name__)
+WARM_ISOLATIONS = ("warm", "warm-shared")  # both use the warm pool; warm-shared is warm.py's "shared mode"
 
 
 def prerequisite_problems(settings: Settings) -> list[str]:
@@ -216,6 +217,7 @@ class Sandbox:
             host.slot_helper,
             host.settings.poll_interval_s,
             ro_binds,
+            shared=host.settings.isolation == "warm-shared",
         )
         self.warm.start()
         return self.warm
@@ -273,13 +275,13 @@ class SandboxHost:
         self._warm_idle: list[Sandbox] = []  # most recently used last
         self._warm_count = 0
         self._warm_lock = threading.Lock()
-        if settings.isolation == "warm":
+        if settings.isolation in WARM_ISOLATIONS:
             self.slot_helper = build_slot_helper(shared)
             atexit.register(self.close_warm)
 
     def slot(self) -> contextlib.AbstractContextManager[Sandbox]:
         """Hold a free slot for the duration of the block (blocks while all are busy)."""
-        if self.settings.isolation == "warm":
+        if self.settings.isolation in WARM_ISOLATIONS:
             return self._warm_slot()
         return self._fresh_slot()
 

@@ -20,6 +20,8 @@ MAX_MESSAGE = 128 * 1024  # the helper's receive buffer; a bigger request runs f
 MAX_STRINGS = 8192
 X_EXITED = 0  # value = exit code, 128+N for a signal death
 X_EARLY = 1  # the run's init died before 'G' (value = its wait status)
+X_TAINTED = 2  # shared mode: as X_EXITED, but the clean-up found tampering or failed (err = T_* bits): rebuild
+T_FLAGS = {1: "survivors", 2: "wipe failed", 4: "SysV object left", 8: "helper changed", 16: "/tmp etc. changed"}
 HELLO, PID, GO, WIPE, QUIT = b"H", b"P", b"G", b"W", b"Q"
 assert REQUEST_HEADER.size == 64
 
@@ -68,7 +70,7 @@ def decode_exit(message: bytes) -> tuple[int, int, int]:
     if len(message) != EXIT.size or message[:1] != b"X":
         raise ValueError(f"expected an exit report, got {message[:16]!r}")
     _, kind, value, err = EXIT.unpack(message)
-    if kind not in (X_EXITED, X_EARLY):
+    if kind not in (X_EXITED, X_EARLY, X_TAINTED):
         raise ValueError(f"bad exit report kind {kind}")
     return kind, value, err
 

@@ -34,6 +34,19 @@ the slot is destroyed (every process in its cgroups and bwrap's process group SI
 started for the next run; a healthy one is rebuilt too after MAX_RUNS_PER_SLOT runs. A failure before 'G' (the
 program never started) reruns that step once on a new slot, then on the fresh path.
 
+Shared mode (isolation = "warm-shared", opt-in, never the default; design A of warm-pool-notes.md): the slot's
+bwrap has no capabilities and its own seccomp filter (as a fresh run's), /dev/mqueue mounted, and each run is a
+plain fork of the helper in the slot's *own* pid, mount and IPC namespaces — no init, no mounts, no filter to
+load per run. After the run the helper (a child subreaper) SIGKILLs and reaps every process it can see, empties
+/tmp, /dev/shm, /dev/mqueue and every SysV object, and compares its own nice, policy, I/O priority, affinity and
+rlimits and those directories' mode/owner/xattrs with what they were at start; any difference or failure → 'X'
+with kind X_TAINTED: the run's verdict stands and the slot is rebuilt. The trade-off, for trusted batch work:
+a run shares the slot's counters (it sees how many pids and tmpfs inodes earlier runs used), it can signal
+the helper (SIGSTOP → that run ends by the wall timer; SIGKILL → the run dies with its slot; either way the
+slot is rebuilt), it sees the helper as its parent, and whatever state we did not think of is not reset by
+the kernel as a new namespace would reset it. Per run it saves one clone with three namespaces, a second fork,
+four mounts and a seccomp load.
+
 What stays fresh: runs with network access, interactive runs (live stdin and signals), runs with their own box
 (custom checkers), and requests too big for one message. A slot's read-only binds are fixed when it starts;
 a run with other ro_binds restarts the slot's sandbox with those (the /box mount on the host is kept), so a
@@ -108,8 +121,10 @@ class WarmSlot:
         helper: Path,
         poll_interval_s: float,
         ro_binds: list[str],
+        shared: bool = False,
     ) -> None:
         self.identity = identity
+        self.shared = shared  # isolation "warm-shared": runs share the slot's namespaces (see above)
         self.layout = layout
         self.cgroups = cgroups
         self.seccomp = seccomp
@@ -131,7 +146,7 @@ class WarmSlot:
         self._sock = ours
         self._slot_cgroup = self.cgroups.create(self.identity.name, SLOT_CGROUP, SLOT_MEMORY_BYTES, SLOT_PIDS)
         helper_fd = os.open(self.helper, os.O_RDONLY | os.O_CLOEXEC)
-        bpf_fd = self.seccomp.open_fd()
+        bpf_fd = self.seccomp.open_fd()  # the helper's (per-run filter) or, shared, bwrap's (the whole slot)
         log_fd = os.open(self.identity.io_dir / "slot.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         sock_fd = theirs.fileno()
         argv = [
@@ -141,8 +156,9 @@ class WarmSlot:
             _hard_limit(resource.RLIMIT_NOFILE), _hard_limit(resource.RLIMIT_STACK), "0",
             "--",
             *slot_bwrap_args(self.layout, helper_fd=helper_fd,
-                             helper_args=[str(sock_fd), str(bpf_fd), str(self.layout.tmp_size_bytes)],
-                             ro_binds=self.ro_binds),
+                             helper_args=[str(sock_fd), "-" if self.shared else str(bpf_fd),
+                                          str(self.layout.tmp_size_bytes), *(["shared"] if self.shared else [])],
+                             ro_binds=self.ro_binds, shared_seccomp_fd=bpf_fd if self.shared else None),
         ]  # fmt: skip
         try:
             self._proc = subprocess.Popen(
@@ -241,9 +257,8 @@ class WarmSlot:
         """Run one program. Raises SlotBroken (the slot is then destroyed by the caller)."""
         self.runs += 1
         limits = spec.limits
-        cgroup = self.cgroups.create(
-            self.identity.name, RUN_CGROUP, limits.memory_kib * 1024, limits.processes + RUN_EXTRA_PROCESSES
-        )
+        extra = 0 if self.shared else RUN_EXTRA_PROCESSES  # shared: the program is the only process we attach
+        cgroup = self.cgroups.create(self.identity.name, RUN_CGROUP, limits.memory_kib * 1024, limits.processes + extra)
         try:
             return self._run_in(cgroup, spec, message, observer)
         except SlotBroken:
@@ -311,12 +326,15 @@ class WarmSlot:
         else:
             try:
                 got = self._recv(0)
-                kind, value, _ = slotproto.decode_exit(got[0] if got else b"")
+                kind, value, taint = slotproto.decode_exit(got[0] if got else b"")
             except (SlotBroken, ValueError) as exc:
                 broken = f"bad report from the warm slot: {exc}"
             else:
-                if kind != slotproto.X_EXITED:
+                if kind == slotproto.X_EARLY:
                     broken = f"the run's init died before it started (status {value})"
+                elif kind == slotproto.X_TAINTED:  # shared mode: the run's status stands, the slot does not
+                    found = [name for bit, name in slotproto.T_FLAGS.items() if taint & bit]
+                    broken = f"the shared slot was tampered with or not cleaned: {', '.join(found) or taint}"
                 exit_code = value
         if broken is None and cgroup.pids():
             broken = "processes of the run survived its end"  # its pid namespace should have taken them

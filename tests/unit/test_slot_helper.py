@@ -307,3 +307,29 @@ def test_slot_bwrap_args_differ_from_a_fresh_sandbox_only_where_a_long_lived_one
                  "--unshare-net", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"):  # fmt: skip
         assert flag in args and flag in fresh
     assert ("--ro-bind-try", "/etc/java") in pairs and ("--bind", str(layout.box_dir)) in pairs
+
+
+def test_shared_slot_bwrap_args_have_no_caps_and_the_slots_own_seccomp() -> None:
+    layout = BwrapLayout(bwrap="/usr/bin/bwrap", launcher="/l", box_dir=Path("/data/slots/slot3/box"),
+                         etc_dir=Path("/data/shared/etc"), tmp_size_bytes=64 << 20)  # fmt: skip
+    args = slot_bwrap_args(layout, helper_fd=7, helper_args=["3", "-", "5", "shared"], ro_binds=[],
+                           shared_seccomp_fd=4)  # fmt: skip
+    pairs = list(itertools.pairwise(args))
+    assert "--cap-add" not in args  # runs are forks of the helper: it must hold nothing they could inherit
+    assert ("--seccomp", "4") in pairs  # loaded once for the whole slot, helper included
+    assert ("--mqueue", "/dev/mqueue") in pairs  # so that the helper can empty it after each run
+    assert args.index("--mqueue") < args.index("--remount-ro")
+    assert ("--remount-ro", "/") in pairs and ("--remount-ro", "/dev") in pairs
+    assert args[-6:] == ["--", "/proc/self/fd/7", "3", "-", "5", "shared"]
+
+
+@pytest.mark.parametrize("bpf", ["-", "3"])
+def test_shared_mode_refuses_to_run_outside_a_sandbox(helper: Path, bpf: str) -> None:
+    """kill(-1, SIGKILL) after each run is only safe as a non-root pid 2 of a sandbox under seccomp: anywhere
+    else the helper must refuse before it does anything (here: root, parent not pid 1, no seccomp)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        done = subprocess.run([str(helper), str(theirs.fileno()), bpf, str(1 << 20), "shared"],
+                              pass_fds=(theirs.fileno(),), capture_output=True, timeout=10, check=False)  # fmt: skip
+    assert done.returncode == 2, done
+    assert b"shared mode runs only as a sandbox" in done.stderr

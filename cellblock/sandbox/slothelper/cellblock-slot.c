@@ -31,7 +31,23 @@
  * syscall of its own. The host then sees EOF, destroys the slot and builds a new one; it never repairs one.
  * The helper itself is outside every run's pid namespace, so a run can neither see nor signal it.
  *
- *   cellblock-slot SOCK_FD BPF_FD TMP_SIZE_BYTES
+ * Shared mode (design "A", isolation = "warm-shared", opt-in; argument MODE = "shared")
+ * ---------------------------------------------------------------------------------------
+ * The slot's bwrap then has *no* capabilities and loads the seccomp filter itself (BPF_FD is "-"): the helper
+ * and every run live under it, so nothing is loaded per run. Each run is a plain fork() of the helper, in the
+ * slot's own pid, mount and IPC namespaces (no init, no mounts: one fork and one exec per run):
+ *   the child setsid()s, sends 'P' (same SCM_CREDENTIALS trick), closes the socket, waits for go, becomes the
+ *   program (become_program, as above).
+ *   the helper, a child subreaper, waits for it; then kill(-1, SIGKILL) + reap until nothing is left (kill(-1)
+ *   never reaches the namespace's init, bwrap, nor the helper itself); wipes /tmp, /dev/shm, /dev/mqueue and
+ *   every SysV object; and checks that nothing of its own was changed by the run, which shares its uid and so
+ *   may signal, renice, re-pin or prlimit it: nice, scheduling policy, I/O priority, CPU affinity, every
+ *   rlimit, and the mode, owner and xattrs of /tmp, /dev/shm and /dev/mqueue. Any difference or failure →
+ *   'X' of kind X_TAINTED (the run's status stands; err = the T_* bits) and the host rebuilds the slot.
+ * What a run of this mode can still learn (documented trade-off): the pid counter and tmpfs inode numbers of
+ * earlier runs, ctime/mtime of /tmp and /dev/shm, the helper's pid (its parent), and anything not listed above.
+ *
+ *   cellblock-slot SOCK_FD BPF_FD TMP_SIZE_BYTES [MODE]
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -47,7 +63,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
 #include <sys/mount.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <sys/xattr.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -73,7 +95,8 @@
  *   'X' exit: u8 'X', u8 kind, u8[2] 0, i32 value, i32 err (12 bytes).
  *             kind 0: value = the run's exit code (128+N for a signal death of the program; the init killed by
  *             signal N, e.g. the host's cgroup kill, also reports 128+N); kind 1: the init died before 'G'
- *             (value = its wait status, err = 0).
+ *             (value = its wait status, err = 0, or shared mode's T_* bits); kind 2 (shared mode only): as
+ *             kind 0, but the clean-up found tampering or failed (err = T_* bits): the host rebuilds the slot.
  *   'w' wiped: u8 'w', u8 ok (1/0), u8[2] 0, i32 errno (8 bytes).
  */
 #define CB_REQ_HEADER 64
@@ -82,6 +105,13 @@
 #define CB_MAX_STRINGS 8192
 #define X_EXITED 0
 #define X_EARLY 1
+#define X_TAINTED 2
+/* shared mode: what the clean-up after a run found (X_TAINTED's err) */
+#define T_SURVIVORS 1   /* processes still there after 2 s of kill(-1, SIGKILL) */
+#define T_WIPE 2        /* /tmp, /dev/shm or /dev/mqueue could not be emptied */
+#define T_SYSV 4        /* a SysV IPC object could not be removed */
+#define T_SELF 8        /* the helper's nice, policy, I/O priority, affinity or rlimits changed */
+#define T_DIRS 16       /* mode, owner or xattrs of /tmp, /dev/shm or /dev/mqueue changed */
 
 enum { L_CPU_SOFT, L_CPU_HARD, L_FSIZE, L_NOFILE, L_STACK, L_AS };
 
@@ -95,6 +125,7 @@ struct request {
 };
 
 static int sock = -1;
+static int shared_mode; /* design A: see "Shared mode" above */
 static unsigned long long tmp_size;
 static struct sock_fprog filter;
 static char message[CB_MAX_MESSAGE + 1];
@@ -274,6 +305,21 @@ static int run_init(struct request *req, int go_read) {
     }
 }
 
+/* Shared mode: the run is this fork of the helper itself, in the slot's namespaces (seccomp is already on). */
+static void run_shared(struct request *req, int go_read) {
+    if (setsid() < 0) die_in_run("setsid");
+    send_bytes("P", 1);
+    close(sock);
+    char go;
+    ssize_t got;
+    do got = read(go_read, &go, 1);
+    while (got < 0 && errno == EINTR);
+    if (got != 1) _exit(2);
+    become_program(req); /* closes go_read with every other fd */
+}
+
+static int clean_up_shared(void);
+
 /* ---- the helper ------------------------------------------------------------------------------------------ */
 
 static void send_exit(int kind, int value, int err) {
@@ -287,11 +333,14 @@ static void send_exit(int kind, int value, int err) {
 static void handle_run(struct request *req) {
     int go[2];
     if (pipe2(go, O_CLOEXEC) != 0) fail("pipe2");
-    /* fork-like clone (no new stack): the child continues here, as pid 1 of a new pid namespace */
-    pid_t init = (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | SIGCHLD, 0, 0, 0, 0);
+    /* fork-like clone (no new stack): the child continues here, as pid 1 of a new pid namespace;
+     * shared mode: a plain fork, which becomes the program itself */
+    pid_t init = shared_mode ? fork()
+                             : (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | SIGCHLD, 0, 0, 0, 0);
     if (init < 0) fail("clone");
     if (init == 0) {
         close(go[1]);
+        if (shared_mode) run_shared(req, go[0]);
         _exit(run_init(req, go[0]));
     }
     close(go[0]);
@@ -322,11 +371,12 @@ static void handle_run(struct request *req) {
     int status;
     while (waitpid(init, &status, 0) < 0)
         if (errno != EINTR) fail("waitpid");
+    int taint = shared_mode ? clean_up_shared() : 0;
     if (early) {
-        send_exit(X_EARLY, status, 0);
+        send_exit(X_EARLY, status, taint);
         return;
     }
-    send_exit(X_EXITED, WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), 0);
+    send_exit(taint ? X_TAINTED : X_EXITED, WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), taint);
 }
 
 /* Empty the directory `root` (not removing it) without ever following a link. Iterative, so any depth costs
@@ -398,6 +448,106 @@ static void handle_wipe(void) {
     send_bytes(out, sizeof out);
 }
 
+/* ---- shared mode: clean-up and tamper checks after each run ------------------------------------------------- */
+
+static const char *const shared_dirs[] = {"/tmp", "/dev/shm", "/dev/mqueue"}; /* emptied after every run */
+#define N_SHARED_DIRS (sizeof shared_dirs / sizeof *shared_dirs)
+
+struct self_state {
+    int nice, policy, ioprio;
+    cpu_set_t cpus;
+    struct rlimit limits[RLIM_NLIMITS];
+    struct stat dirs[N_SHARED_DIRS]; /* st_mode/st_uid/st_gid compared; st_ino 0 = absent */
+};
+static struct self_state baseline;
+
+static void read_self(struct self_state *state) {
+    memset(state, 0, sizeof *state);
+    errno = 0;
+    state->nice = getpriority(PRIO_PROCESS, 0);
+    if (errno) fail("getpriority");
+    state->policy = sched_getscheduler(0);
+    state->ioprio = (int)syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, 0);
+    if (state->policy < 0 || state->ioprio < 0) fail("sched_getscheduler/ioprio_get");
+    if (sched_getaffinity(0, sizeof state->cpus, &state->cpus) != 0) fail("sched_getaffinity");
+    for (int r = 0; r < RLIM_NLIMITS; r++)
+        if (getrlimit(r, &state->limits[r]) != 0) fail("getrlimit");
+    for (size_t i = 0; i < N_SHARED_DIRS; i++)
+        if (lstat(shared_dirs[i], &state->dirs[i]) != 0) state->dirs[i].st_ino = 0;
+}
+
+static int self_changed(void) {
+    struct self_state now;
+    read_self(&now);
+    if (now.nice != baseline.nice || now.policy != baseline.policy || now.ioprio != baseline.ioprio ||
+        !CPU_EQUAL(&now.cpus, &baseline.cpus) || memcmp(now.limits, baseline.limits, sizeof now.limits) != 0)
+        return T_SELF;
+    for (size_t i = 0; i < N_SHARED_DIRS; i++) {
+        struct stat *a = &now.dirs[i], *b = &baseline.dirs[i];
+        if ((a->st_ino == 0) != (b->st_ino == 0)) return T_DIRS;
+        if (b->st_ino == 0) continue;
+        if (a->st_mode != b->st_mode || a->st_uid != b->st_uid || a->st_gid != b->st_gid) return T_DIRS;
+        if (llistxattr(shared_dirs[i], NULL, 0) != 0) return T_DIRS; /* user.* xattrs on tmpfs (kernel ≥ 6.6) */
+    }
+    return 0;
+}
+
+/* SIGKILL every process of the slot's pid namespace we may signal (all of them are the run's: kill(-1) skips
+ * the namespace's init and ourselves) and reap until none is left. Orphans come to us: we are a subreaper.
+ * 0 when none is left; -1 if some still exist after 2 s (20 000 rounds of at most 100 µs). */
+static int kill_everything(void) {
+    for (int round = 0; round < 20000; round++) {
+        int none = kill(-1, SIGKILL) != 0 && errno == ESRCH; /* zombies still count: they are not reaped yet */
+        int reaped = 0;
+        while (waitpid(-1, NULL, WNOHANG | __WALL) > 0) reaped = 1;
+        if (none) return 0;
+        if (!reaped) {
+            struct timespec pause = {0, 100000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    return -1;
+}
+
+/* Remove every SysV object of the slot's IPC namespace (all are the runs': the helper makes none). */
+static int wipe_sysv(void) {
+    int bad = 0;
+    struct shm_info shm;
+    int top = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&shm);
+    for (int i = 0; i <= top; i++) {
+        struct shmid_ds ds;
+        int id = shmctl(i, SHM_STAT, &ds);
+        if (id >= 0 && shmctl(id, IPC_RMID, NULL) != 0) bad = 1;
+    }
+    struct msginfo msg;
+    top = msgctl(0, MSG_INFO, (struct msqid_ds *)(void *)&msg);
+    for (int i = 0; i <= top; i++) {
+        struct msqid_ds ds;
+        int id = msgctl(i, MSG_STAT, &ds);
+        if (id >= 0 && msgctl(id, IPC_RMID, NULL) != 0) bad = 1;
+    }
+    struct seminfo sem;
+    top = semctl(0, 0, SEM_INFO, &sem);
+    for (int i = 0; i <= top; i++) {
+        struct semid_ds ds;
+        int id = semctl(i, 0, SEM_STAT, &ds);
+        if (id >= 0 && semctl(id, 0, IPC_RMID) != 0) bad = 1;
+    }
+    /* and check: *_INFO report the objects in use (shm: used_ids, msg: msgpool = queues, sem: semusz = sets) */
+    if (shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&shm) < 0 || shm.used_ids != 0) bad = 1;
+    if (msgctl(0, MSG_INFO, (struct msqid_ds *)(void *)&msg) < 0 || msg.msgpool != 0) bad = 1;
+    if (semctl(0, 0, SEM_INFO, &sem) < 0 || sem.semusz != 0) bad = 1;
+    return bad ? T_SYSV : 0;
+}
+
+static int clean_up_shared(void) {
+    int taint = kill_everything() != 0 ? T_SURVIVORS : 0;
+    taint |= self_changed(); /* before the wipes: a chmod 000 /tmp is a tamper, not a wipe failure */
+    for (size_t i = 0; i < N_SHARED_DIRS; i++)
+        if (baseline.dirs[i].st_ino != 0 && wipe_tree(shared_dirs[i]) != 0) taint |= T_WIPE;
+    return taint | wipe_sysv();
+}
+
 static void load_filter(int fd) {
     static char program[65536];
     size_t size = 0;
@@ -424,15 +574,28 @@ static int number(const char *text) {
 
 #ifndef CB_NO_MAIN
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: cellblock-slot SOCK_FD BPF_FD TMP_SIZE_BYTES\n");
+    if (argc != 4 && !(argc == 5 && strcmp(argv[4], "shared") == 0)) {
+        fprintf(stderr, "usage: cellblock-slot SOCK_FD BPF_FD TMP_SIZE_BYTES [shared]\n");
         return 2;
     }
     sock = number(argv[1]);
+    shared_mode = argc == 5;
     /* bwrap exec'd us as /proc/self/fd/N: show as "bwrap" in /proc/<pid>/cmdline instead, as the init of a
      * fresh sandbox does (each run's init is a fork of this process and would show the fd path to the run). */
     char *args_end = argv[argc - 1] + strlen(argv[argc - 1]);
-    load_filter(number(argv[2]));
+    if (shared_mode) {
+        /* kill(-1) as root, or outside a sandbox's pid namespace, would hit innocent processes: refuse unless we
+         * are a non-root child of a namespace's init (bwrap's) and already under seccomp (bwrap loaded it). */
+        if (getuid() == 0 || geteuid() == 0 || getppid() != 1 || strcmp(argv[2], "-") != 0 ||
+            prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2) {
+            errno = EPERM;
+            fail("shared mode runs only as a sandbox's non-root pid 2 under seccomp");
+        }
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) fail("PR_SET_CHILD_SUBREAPER");
+        read_self(&baseline);
+    } else {
+        load_filter(number(argv[2]));
+    }
     char *end = NULL;
     tmp_size = strtoull(argv[3], &end, 10);
     if (argv[3][0] < '0' || argv[3][0] > '9' || *end != '\0' || tmp_size == 0) { errno = EINVAL; fail("tmp size"); }
