@@ -15,7 +15,8 @@ Variants, interleaved round-robin with the order rotated every round (noise hits
 Times are what the caller pays per run (cgroup set-up, launch, wait, accounting, cleanup). Each variant also
 prints the median CPU time and memory peak the sandbox *reported*, to compare warm accounting with fresh.
 With ``--runners N`` (default: the number of cores) it then measures throughput: N processes, each with its own
-slot, run one variant at once after a barrier; runs/s = all runs / (last end − first start), median of 3 rounds.
+slots, run one variant at once after a barrier; runs/s = all runs / (last end − first start). Every round runs
+every variant (order rotated), so "× bare" is the median over rounds of the ratio to that round's bare.
 """
 
 from __future__ import annotations
@@ -116,43 +117,65 @@ def sequential(runner: Runner, runs: int, warmup: int, variants: tuple[str, ...]
     return times
 
 
-def _parallel_worker(data_dir: Path, binary: Path, variant: str, runs: int, barrier: Barrier, out: Any) -> None:
+def _parallel_worker(data_dir: Path, binary: Path, runs: int, barrier: Barrier, commands: Any, out: Any) -> None:
+    """One runner for the whole measurement: for each variant it is sent, 5 warm-ups, the barrier, `runs` runs."""
     runner = Runner(data_dir, binary)
     try:
-        for _ in range(5):
-            runner.once(variant)
-        barrier.wait()
-        started = time.perf_counter()
-        for _ in range(runs):
-            runner.once(variant)
-        out.put((started, time.perf_counter(), runner.failures.get(variant, 0)))
+        for variant in iter(commands.get, None):
+            for _ in range(5):
+                runner.once(variant)
+            runner.failures.clear()
+            barrier.wait()
+            started = time.perf_counter()
+            for _ in range(runs):
+                runner.once(variant)
+            out.put((started, time.perf_counter(), runner.failures.get(variant, 0)))
     finally:
         runner.close()
 
 
 def parallel(
-    data_dir: Path, binary: Path, runners: int, runs: int, variants: tuple[str, ...] = VARIANTS, rounds: int = 3
-) -> dict[str, float]:
+    data_dir: Path, binary: Path, runners: int, runs: int, variants: tuple[str, ...] = VARIANTS, rounds: int = 5
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(median runs/s, median of the per-round ratio to the same language's bare) per variant.
+
+    The same `runners` processes measure every variant; each round runs the variants one after another (order
+    rotated per round), so a burst of load from elsewhere hits one round of every variant, not all of one."""
     ctx = mp.get_context("fork")
-    result: dict[str, float] = {}
-    for variant in variants:
-        rates = []
-        for _ in range(rounds):
-            barrier = ctx.Barrier(runners)
-            out = ctx.Queue()
-            procs = [ctx.Process(target=_parallel_worker, args=(data_dir, binary, variant, runs, barrier, out))
-                     for _ in range(runners)]  # fmt: skip
-            for proc in procs:
-                proc.start()
-            spans = [out.get(timeout=600) for _ in procs]
-            for proc in procs:
-                proc.join()
-            failures = sum(s[2] for s in spans)
-            if failures:
-                print(f"  {variant}: {failures} failed runs", file=sys.stderr)
-            rates.append(runners * runs / (max(s[1] for s in spans) - min(s[0] for s in spans)))
-        result[variant] = statistics.median(rates)
-    return result
+    barrier = ctx.Barrier(runners)
+    out = ctx.Queue()
+    queues = [ctx.Queue() for _ in range(runners)]
+    procs = [ctx.Process(target=_parallel_worker, args=(data_dir, binary, runs, barrier, q, out)) for q in queues]
+    for proc in procs:
+        proc.start()
+    rates: dict[str, list[float]] = defaultdict(list)
+    ratios: dict[str, list[float]] = defaultdict(list)
+    try:
+        for index in range(rounds):
+            k = index % len(variants)
+            this_round: dict[str, float] = {}
+            for variant in variants[k:] + variants[:k]:
+                for queue in queues:
+                    queue.put(variant)
+                spans = [out.get(timeout=600) for _ in procs]
+                failures = sum(s[2] for s in spans)
+                if failures:
+                    print(f"  {variant}: {failures} failed runs", file=sys.stderr)
+                this_round[variant] = runners * runs / (max(s[1] for s in spans) - min(s[0] for s in spans))
+                rates[variant].append(this_round[variant])
+            for variant, rate in this_round.items():
+                bare = this_round.get(variant.split("/")[0] + "/bare")
+                if bare:
+                    ratios[variant].append(rate / bare)
+    finally:
+        for queue in queues:
+            queue.put(None)
+        for proc in procs:
+            proc.join()
+    return (
+        {v: statistics.median(r) for v, r in rates.items()},
+        {v: statistics.median(r) for v, r in ratios.items()},
+    )
 
 
 def main() -> None:
@@ -161,6 +184,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runners", type=int, default=os.cpu_count() or 1, help="0 skips the throughput part")
     parser.add_argument("--parallel-runs", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=5, help="throughput rounds (each runs every variant once)")
     parser.add_argument("--throughput-only", action="store_true", help="skip the sequential part")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset, e.g. c/bare,c/shared")
     args = parser.parse_args()
@@ -175,11 +199,11 @@ def main() -> None:
         if not args.throughput_only:
             print_sequential(data_dir, binary, args.runs, args.warmup, variants)
         if args.runners > 0:
-            rates = parallel(data_dir, binary, args.runners, args.parallel_runs, variants)
-            print(f"\nthroughput, {args.runners} runners × {args.parallel_runs} runs, median of 3 rounds")
+            rates, ratios = parallel(data_dir, binary, args.runners, args.parallel_runs, variants, args.rounds)
+            print(f"\nthroughput, {args.runners} runners × {args.parallel_runs} runs, {args.rounds} interleaved rounds "
+                  "(medians; × bare = median of the per-round ratios)")  # fmt: skip
             for variant in variants:
-                bare = rates.get(variant.split("/")[0] + "/bare")
-                ratio = f"{rates[variant] / bare:5.2f} × bare" if bare else ""
+                ratio = f"{ratios[variant]:5.2f} × bare" if variant in ratios else ""
                 print(f"{variant:10} {rates[variant]:8.1f} runs/s  {ratio}")
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
