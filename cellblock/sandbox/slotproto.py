@@ -5,7 +5,7 @@ section in step; tests/unit/test_slot_helper.py drives the real helper with thes
 
 host → helper: 'R' run (header + strings, SCM_RIGHTS stdin/stdout/stderr), 'G' go, 'W' wipe /box, 'Q' quit.
 helper → host: 'H' hello, 'P' (sent by the run's init; its host pid comes from SCM_CREDENTIALS),
-'X' exit report, 'w' wipe report.
+'X' exit report, 'w' wipe report, and in shared mode 'c' (clean-up report) after every 'X'.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ MAX_MESSAGE = 128 * 1024  # the helper's receive buffer; a bigger request runs f
 MAX_STRINGS = 8192
 X_EXITED = 0  # value = exit code, 128+N for a signal death
 X_EARLY = 1  # the run's init died before 'G' (value = its wait status)
-X_TAINTED = 2  # shared mode: as X_EXITED, but the clean-up found tampering or failed (err = T_* bits): rebuild
+CLEANED = struct.Struct("<c3xi")  # shared mode, after every 'X': 'c', T_* bits (0 = clean): 8 bytes
 T_FLAGS = {1: "survivors", 2: "wipe failed", 4: "SysV object left", 8: "helper changed", 16: "/tmp etc. changed"}
 HELLO, PID, GO, WIPE, QUIT = b"H", b"P", b"G", b"W", b"Q"
 assert REQUEST_HEADER.size == 64
@@ -70,7 +70,7 @@ def decode_exit(message: bytes) -> tuple[int, int, int]:
     if len(message) != EXIT.size or message[:1] != b"X":
         raise ValueError(f"expected an exit report, got {message[:16]!r}")
     _, kind, value, err = EXIT.unpack(message)
-    if kind not in (X_EXITED, X_EARLY, X_TAINTED):
+    if kind not in (X_EXITED, X_EARLY):
         raise ValueError(f"bad exit report kind {kind}")
     return kind, value, err
 
@@ -81,3 +81,10 @@ def decode_wiped(message: bytes) -> tuple[bool, int]:
         raise ValueError(f"expected a wipe report, got {message[:16]!r}")
     _, ok, err = WIPED.unpack(message)
     return bool(ok), err
+
+
+def decode_cleaned(message: bytes) -> int:
+    """The T_* bits of a 'c' message (0 = clean); ValueError for anything else."""
+    if len(message) != CLEANED.size or message[:1] != b"c":
+        raise ValueError(f"expected a clean-up report, got {message[:16]!r}")
+    return int(CLEANED.unpack(message)[1])

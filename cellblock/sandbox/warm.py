@@ -39,8 +39,9 @@ bwrap has no capabilities and its own seccomp filter (as a fresh run's), /dev/mq
 plain fork of the helper in the slot's *own* pid, mount and IPC namespaces — no init, no mounts, no filter to
 load per run. After the run the helper (a child subreaper) SIGKILLs and reaps every process it can see, empties
 /tmp, /dev/shm, /dev/mqueue and every SysV object, and compares its own nice, policy, I/O priority, affinity and
-rlimits and those directories' mode/owner/xattrs with what they were at start; any difference or failure → 'X'
-with kind X_TAINTED: the run's verdict stands and the slot is rebuilt. The trade-off, for trusted batch work:
+rlimits and those directories' mode/owner/xattrs with what they were at start. It reports 'X' right after the
+kill (the wipe is not the run's wall time) and then 'c' with what the clean-up found: anything but "clean", or
+no 'c' in CLEANUP_TIMEOUT_S → the run's verdict stands and the slot is rebuilt. The trade-off, for trusted batch work:
 a run shares the slot's counters (it sees how many pids and tmpfs inodes earlier runs used), it can signal
 the helper (SIGSTOP → that run ends by the wall timer; SIGKILL → the run dies with its slot; either way the
 slot is rebuilt), it sees the helper as its parent, and whatever state we did not think of is not reset by
@@ -80,6 +81,7 @@ START_TIMEOUT_S = 5.0  # bwrap + helper start in ≈ 4 ms; this only bounds a br
 PID_TIMEOUT_S = 2.0  # 'R' → 'P': one clone and four mounts (≈ 0.3 ms)
 REPORT_GRACE_S = 0.5  # after the wall limit (or a kill), how long the helper has to report 'X'
 WIPE_TIMEOUT_S = 10.0  # a full /box (its inode cap) empties in well under a second
+CLEANUP_TIMEOUT_S = 10.0  # shared mode, 'X' → 'c': /tmp and /dev/shm (no inode cap) full of tiny files take longest
 SLOT_CGROUP = "warm"  # the slot's own processes (bwrap ×2, helper); runs are siblings named RUN_CGROUP
 RUN_CGROUP = "run"
 SLOT_MEMORY_BYTES = 64 << 20
@@ -326,23 +328,34 @@ class WarmSlot:
         else:
             try:
                 got = self._recv(0)
-                kind, value, taint = slotproto.decode_exit(got[0] if got else b"")
+                kind, value, _ = slotproto.decode_exit(got[0] if got else b"")
             except (SlotBroken, ValueError) as exc:
                 broken = f"bad report from the warm slot: {exc}"
             else:
                 if kind == slotproto.X_EARLY:
                     broken = f"the run's init died before it started (status {value})"
-                elif kind == slotproto.X_TAINTED:  # shared mode: the run's status stands, the slot does not
-                    found = [name for bit, name in slotproto.T_FLAGS.items() if taint & bit]
-                    broken = f"the shared slot was tampered with or not cleaned: {', '.join(found) or taint}"
                 exit_code = value
         if broken is None and cgroup.pids():
-            broken = "processes of the run survived its end"  # its pid namespace should have taken them
+            broken = "processes of the run survived its end"  # its pid namespace (or shared: the helper) kills all
         result = conclude_run(self.identity.io_dir, self.layout.box_dir, spec, cgroup, exit_code, watch,
                               (started, ended), (baseline_ns, launched_ns), tail, outputs)  # fmt: skip
+        if broken is None and self.shared:
+            broken = self._cleaned()
         if broken is not None:
             self.healthy = False  # the verdict above stands (from our own timer and counters); the slot goes
         return result
+
+    def _cleaned(self) -> str | None:
+        """Shared mode: the helper's 'c' after the run — None when clean, else why the slot must go."""
+        try:
+            got = self._recv(CLEANUP_TIMEOUT_S)
+            taint = slotproto.decode_cleaned(got[0] if got else b"")
+        except (SlotBroken, ValueError) as exc:
+            return f"no clean-up report from the shared slot: {exc}"
+        if taint:
+            found = [name for bit, name in slotproto.T_FLAGS.items() if taint & bit]
+            return f"the shared slot was tampered with or not cleaned: {', '.join(found) or taint}"
+        return None
 
     def wipe(self) -> None:
         """Empty /box (between jobs). Raises SlotBroken when the helper cannot (the slot is then destroyed)."""

@@ -42,8 +42,9 @@
  *   never reaches the namespace's init, bwrap, nor the helper itself); wipes /tmp, /dev/shm, /dev/mqueue and
  *   every SysV object; and checks that nothing of its own was changed by the run, which shares its uid and so
  *   may signal, renice, re-pin or prlimit it: nice, scheduling policy, I/O priority, CPU affinity, every
- *   rlimit, and the mode, owner and xattrs of /tmp, /dev/shm and /dev/mqueue. Any difference or failure →
- *   'X' of kind X_TAINTED (the run's status stands; err = the T_* bits) and the host rebuilds the slot.
+ *   rlimit, and the mode, owner and xattrs of /tmp, /dev/shm and /dev/mqueue. 'X' goes out right after the
+ *   kill (so the wipe is not the run's wall time), then 'c' with what the clean-up found (the T_* bits):
+ *   anything but 0 and the host rebuilds the slot (the run's verdict stands).
  * What a run of this mode can still learn (documented trade-off): the pid counter and tmpfs inode numbers of
  * earlier runs, ctime/mtime of /tmp and /dev/shm, the helper's pid (its parent), and anything not listed above.
  *
@@ -95,8 +96,8 @@
  *   'X' exit: u8 'X', u8 kind, u8[2] 0, i32 value, i32 err (12 bytes).
  *             kind 0: value = the run's exit code (128+N for a signal death of the program; the init killed by
  *             signal N, e.g. the host's cgroup kill, also reports 128+N); kind 1: the init died before 'G'
- *             (value = its wait status, err = 0, or shared mode's T_* bits); kind 2 (shared mode only): as
- *             kind 0, but the clean-up found tampering or failed (err = T_* bits): the host rebuilds the slot.
+ *             (value = its wait status, err = 0).
+ *   'c' cleaned (shared mode only, after every 'X'): u8 'c', u8[3] 0, i32 T_* bits (8 bytes); 0 = clean.
  *   'w' wiped: u8 'w', u8 ok (1/0), u8[2] 0, i32 errno (8 bytes).
  */
 #define CB_REQ_HEADER 64
@@ -105,8 +106,7 @@
 #define CB_MAX_STRINGS 8192
 #define X_EXITED 0
 #define X_EARLY 1
-#define X_TAINTED 2
-/* shared mode: what the clean-up after a run found (X_TAINTED's err) */
+/* shared mode: what the clean-up after a run found ('c') */
 #define T_SURVIVORS 1   /* processes still there after 2 s of kill(-1, SIGKILL) */
 #define T_WIPE 2        /* /tmp, /dev/shm or /dev/mqueue could not be emptied */
 #define T_SYSV 4        /* a SysV IPC object could not be removed */
@@ -318,7 +318,8 @@ static void run_shared(struct request *req, int go_read) {
     become_program(req); /* closes go_read with every other fd */
 }
 
-static int clean_up_shared(void);
+static int clean_up_shared(int survivors);
+static int kill_everything(void);
 
 /* ---- the helper ------------------------------------------------------------------------------------------ */
 
@@ -371,12 +372,16 @@ static void handle_run(struct request *req) {
     int status;
     while (waitpid(init, &status, 0) < 0)
         if (errno != EINTR) fail("waitpid");
-    int taint = shared_mode ? clean_up_shared() : 0;
-    if (early) {
-        send_exit(X_EARLY, status, taint);
-        return;
+    /* shared mode: nothing of the run may outlive its report (the host checks the run's cgroup right after) */
+    int survivors = shared_mode && kill_everything() != 0 ? T_SURVIVORS : 0;
+    if (early) send_exit(X_EARLY, status, 0);
+    else send_exit(X_EXITED, WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), 0);
+    if (shared_mode) {
+        char out[8] = {'c', 0, 0, 0};
+        int32_t taint = clean_up_shared(survivors);
+        memcpy(out + 4, &taint, 4);
+        send_bytes(out, sizeof out);
     }
-    send_exit(taint ? X_TAINTED : X_EXITED, WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), taint);
 }
 
 /* Empty the directory `root` (not removing it) without ever following a link. Iterative, so any depth costs
@@ -540,9 +545,8 @@ static int wipe_sysv(void) {
     return bad ? T_SYSV : 0;
 }
 
-static int clean_up_shared(void) {
-    int taint = kill_everything() != 0 ? T_SURVIVORS : 0;
-    taint |= self_changed(); /* before the wipes: a chmod 000 /tmp is a tamper, not a wipe failure */
+static int clean_up_shared(int survivors) {
+    int taint = survivors | self_changed(); /* before the wipes: a chmod 000 /tmp is a tamper, not a wipe failure */
     for (size_t i = 0; i < N_SHARED_DIRS; i++)
         if (baseline.dirs[i].st_ino != 0 && wipe_tree(shared_dirs[i]) != 0) taint |= T_WIPE;
     return taint | wipe_sysv();
