@@ -239,7 +239,9 @@ def test_the_store_never_holds_a_key(cluster: Cluster) -> None:
     read: dict[str, Any] = {"hash": client.hgetall, "string": client.get, "set": client.smembers,
                             "zset": lambda n: client.zrange(n, 0, -1), "list": lambda n: client.lrange(n, 0, -1),
                             "stream": client.xrange}  # fmt: skip
-    everything = [f"{name}={read[client.type(name)](name)}" for name in client.scan_iter(count=1000)]
+    # A key that expires between the scan and its read has type "none": there is nothing left to hold a secret.
+    everything = [f"{name}={read[kind](name)}" for name in client.scan_iter(count=1000)
+                  if (kind := client.type(name)) != "none"]  # fmt: skip
     dump = "\n".join(everything)
     for key in cluster.keys.values():
         assert key.split("_", 2)[2] not in dump
