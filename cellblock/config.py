@@ -72,6 +72,14 @@ class Settings(BaseSettings):
         le=256,
         description="How many warm slots one process keeps (isolation=warm); more jobs at once run fresh.",
     )
+    prewarm_runs: int = Field(
+        50,
+        ge=0,
+        le=100_000,
+        description="isolation=warm, languages with `prewarm`: how many runs one pre-warmed interpreter serves before "
+        "it is replaced (≈ 20 ms of one core). Its string-hash seed (hash(), set order) is fixed for its life, so this "
+        "bounds how many runs share one. 0 turns pre-warmed interpreters off.",
+    )
     allow_network: bool = Field(False, description="Whether a job may ask for network access at all.")
     languages_dir: Path | None = Field(
         None,

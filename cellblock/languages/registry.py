@@ -19,6 +19,7 @@ import tomllib
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -93,6 +94,12 @@ class Language(BaseModel):
     env: dict[str, str] = {}
     compile_env: dict[str, str] = {}
     ro_binds: list[str] = []
+    prewarm: Literal["python"] | None = Field(
+        None,
+        description="With isolation=warm: run programs in a pre-warmed interpreter that forks per run "
+        "(cellblock/sandbox/slothelper/zygote.py) instead of starting one. Only for run commands of the form "
+        "`python3 [flags] {source} [args]`; see the README for what a program can tell.",
+    )
     limits: LanguageLimits = LanguageLimits()
     self_test: SelfTest
 

@@ -141,6 +141,8 @@ def slot_bwrap_args(
     helper_args: list[str],
     ro_binds: list[str],
     shared_seccomp_fd: int | None = None,
+    interpreter: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> list[str]:
     """bwrap argv for a warm slot: the fresh layout (never with network), plus what a long-lived sandbox needs.
 
@@ -153,6 +155,9 @@ def slot_bwrap_args(
     Shared mode (isolation "warm-shared", `shared_seccomp_fd` given): runs are plain forks of the helper in these
     namespaces, so the helper gets *no* capabilities and bwrap loads the seccomp filter for the whole slot, as for
     a fresh run; /dev/mqueue is mounted so that the helper can empty it after each run.
+
+    Pre-warmed interpreter (warm.Prewarm): the helper is a script run by `interpreter` (e.g. python3 -B) with
+    `env`, the environment of the runs it serves (see slothelper/zygote.py).
     """
     args = [
         layout.bwrap,
@@ -177,6 +182,8 @@ def slot_bwrap_args(
     if shared_seccomp_fd is not None:
         args[args.index("--remount-ro") : args.index("--remount-ro")] = ["--mqueue", "/dev/mqueue"]
         return [*args, "--seccomp", str(shared_seccomp_fd), "--", f"/proc/self/fd/{helper_fd}", *helper_args]
+    for key, value in (env or {}).items():
+        args += ["--setenv", key, value]
     for cap in SLOT_CAPS:
         args += ["--cap-add", cap]
-    return [*args, "--", f"/proc/self/fd/{helper_fd}", *helper_args]
+    return [*args, "--", *(interpreter or []), f"/proc/self/fd/{helper_fd}", *helper_args]

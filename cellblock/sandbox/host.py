@@ -40,7 +40,7 @@ from cellblock.sandbox.seccomp import SeccompProgram
 from cellblock.sandbox.slothelper import build_slot_helper
 from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
 from cellblock.sandbox.supervisor import SlotIdentity, Supervisor
-from cellblock.sandbox.warm import MAX_RUNS_PER_SLOT, SlotBroken, WarmSlot, eligible
+from cellblock.sandbox.warm import MAX_RUNS_PER_SLOT, Prewarm, SlotBroken, WarmSlot, eligible, prewarm_for, request_env
 
 log = logging.getLogger(__name__)
 WARM_ISOLATIONS = ("warm", "warm-shared")  # both use the warm pool; warm-shared is warm.py's "shared mode"
@@ -175,23 +175,27 @@ class Sandbox:
             message = warm.request(spec)
         except ValueError:  # not expressible in one message (huge argv, NUL bytes): bwrap reports it as before
             return self._supervisor.run(spec, observer)
-        if not warm.healthy or warm.ro_binds != spec.ro_binds or warm.runs >= MAX_RUNS_PER_SLOT:
-            warm = self._restart_warm(spec.ro_binds)
+        runs = self._host.settings.prewarm_runs
+        shared = self._host.settings.isolation == "warm-shared"  # no capabilities there: no zygote
+        prewarm = prewarm_for(spec, request_env(spec)) if runs > 0 and not shared else None
+        max_runs = runs if warm.prewarm is not None else MAX_RUNS_PER_SLOT
+        if not warm.healthy or warm.ro_binds != spec.ro_binds or warm.prewarm != prewarm or warm.runs >= max_runs:
+            warm = self._restart_warm(spec.ro_binds, prewarm)
         try:
             result = warm.run(spec, message, observer)
         except SlotBroken as exc:
             if not exc.before_go:
-                self._restart_warm(warm.ro_binds)
+                self._restart_warm(warm.ro_binds, warm.prewarm)
                 raise
             # The program never started (e.g. the helper was gone): once more on a new slot, then fresh.
-            warm = self._restart_warm(warm.ro_binds)
+            warm = self._restart_warm(warm.ro_binds, warm.prewarm)
             try:
                 result = warm.run(spec, message, observer)
             except SlotBroken:
-                self._restart_warm(warm.ro_binds)
+                self._restart_warm(warm.ro_binds, warm.prewarm)
                 return self._supervisor.run(spec, observer)
         if not warm.healthy:
-            self._restart_warm(warm.ro_binds)  # never reused: the next run gets a new sandbox
+            self._restart_warm(warm.ro_binds, warm.prewarm)  # never reused: the next run gets a new sandbox
         return result
 
     # ---- warm slots (isolation = "warm"; see warm.py) ---------------------------------------------------------
@@ -204,7 +208,7 @@ class Sandbox:
             mount_tmpfs(self.box, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
         self._restart_warm(ro_binds)
 
-    def _restart_warm(self, ro_binds: list[str]) -> WarmSlot:
+    def _restart_warm(self, ro_binds: list[str], prewarm: Prewarm | None = None) -> WarmSlot:
         if self.warm is not None:
             self.warm.destroy()
         host = self._host
@@ -218,6 +222,7 @@ class Sandbox:
             host.settings.poll_interval_s,
             ro_binds,
             shared=host.settings.isolation == "warm-shared",
+            prewarm=prewarm,
         )
         self.warm.start()
         return self.warm
@@ -229,8 +234,9 @@ class Sandbox:
         try:
             yield self.box
         finally:
+            warm = self.warm or warm  # the run may have restarted it (other ro_binds or interpreter profile)
             try:
-                if warm is self.warm and warm.healthy:
+                if warm.healthy:
                     warm.wipe()
                     self.box_clean = True
             except SlotBroken:

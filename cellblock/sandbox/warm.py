@@ -48,6 +48,12 @@ slot is rebuilt), it sees the helper as its parent, and whatever state we did no
 the kernel as a new namespace would reset it. Per run it saves one clone with three namespaces, a second fork,
 four mounts and a seccomp load.
 
+Pre-warmed Python (a language with ``prewarm = "python"``, setting ``prewarm_runs`` > 0, not with warm-shared;
+`Prewarm`): the slot's helper is slothelper/zygote.py, started by the run's own interpreter with the run's
+options and environment, which forks per run with the same steps and messages as the C helper and runs main.py
+in the fork. A slot serves one interpreter profile (interpreter, options, environment) at a time, like its
+ro_binds, and is rebuilt after ``prewarm_runs`` runs: the string-hash seed is fixed per interpreter.
+
 What stays fresh: runs with network access, interactive runs (live stdin and signals), runs with their own box
 (custom checkers), and requests too big for one message. A slot's read-only binds are fixed when it starts;
 a run with other ro_binds restarts the slot's sandbox with those (the /box mount on the host is kept), so a
@@ -67,6 +73,7 @@ import socket
 import struct
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from cellblock.errors import SandboxFailure
@@ -90,6 +97,39 @@ RUN_EXTRA_PROCESSES = 1  # the run's init lives in the run's cgroups next to the
 RUN_UMASK = 0o022
 MAX_RUNS_PER_SLOT = 10_000  # then the sandbox is rebuilt anyway (≈ 5 ms): bounds whatever state we did not think of
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+ZYGOTE_SCRIPT = Path(__file__).parent / "slothelper" / "zygote.py"
+# Interpreter options a zygote reproduces exactly (each only sets a flag read at start-up, which the zygote then
+# has too); anything else (-c, -m, -I, -P, -X, -W, -i, …) runs as a plain warm exec.
+PYTHON_OPTIONS = frozenset({"-B", "-u", "-E", "-s", "-S", "-O", "-OO", "-b", "-bb", "-q"})
+# Room in the zygote's argv memory for each program's own command line (/proc/self/cmdline), bytes.
+ZYGOTE_ARGV_ROOM = "-" * 2048
+ZYGOTE_HOME = "/nonexistent"  # the zygote's HOME at start: no user site from /box runs in it (zygote.py)
+
+
+@dataclass(frozen=True)
+class Prewarm:
+    """A pre-warmed interpreter profile: runs with equal profiles can share one zygote."""
+
+    prefix: tuple[str, ...]  # interpreter and options, e.g. ("python3", "-B")
+    env: tuple[tuple[str, str], ...]  # the runs' whole environment (start-up reads PYTHON*, LC_*, …)
+
+    def start_env(self) -> dict[str, str]:
+        return {**dict(self.env), "HOME": ZYGOTE_HOME}
+
+
+def prewarm_for(spec: RunSpec, env: dict[str, str]) -> Prewarm | None:
+    """The zygote profile for `spec` (its request environment `env`), or None when it must exec as usual."""
+    if spec.prewarm != "python" or not spec.argv:
+        return None
+    options = []
+    for arg in spec.argv[1:]:
+        if arg in PYTHON_OPTIONS:
+            options.append(arg)
+            continue
+        if arg.startswith("-") or not arg:
+            return None  # -c, -m, -, unknown options: exec
+        return Prewarm((spec.argv[0], *options), tuple(env.items()))
+    return None  # no script
 
 
 class SlotBroken(SandboxFailure):
@@ -124,9 +164,11 @@ class WarmSlot:
         poll_interval_s: float,
         ro_binds: list[str],
         shared: bool = False,
+        prewarm: Prewarm | None = None,
     ) -> None:
         self.identity = identity
         self.shared = shared  # isolation "warm-shared": runs share the slot's namespaces (see above)
+        self.prewarm = prewarm  # the zygote's profile, or None for the C helper (never with shared)
         self.layout = layout
         self.cgroups = cgroups
         self.seccomp = seccomp
@@ -147,7 +189,7 @@ class WarmSlot:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self._sock = ours
         self._slot_cgroup = self.cgroups.create(self.identity.name, SLOT_CGROUP, SLOT_MEMORY_BYTES, SLOT_PIDS)
-        helper_fd = os.open(self.helper, os.O_RDONLY | os.O_CLOEXEC)
+        helper_fd = os.open(ZYGOTE_SCRIPT if self.prewarm else self.helper, os.O_RDONLY | os.O_CLOEXEC)
         bpf_fd = self.seccomp.open_fd()  # the helper's (per-run filter) or, shared, bwrap's (the whole slot)
         log_fd = os.open(self.identity.io_dir / "slot.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         sock_fd = theirs.fileno()
@@ -159,8 +201,11 @@ class WarmSlot:
             "--",
             *slot_bwrap_args(self.layout, helper_fd=helper_fd,
                              helper_args=[str(sock_fd), "-" if self.shared else str(bpf_fd),
-                                          str(self.layout.tmp_size_bytes), *(["shared"] if self.shared else [])],
-                             ro_binds=self.ro_binds, shared_seccomp_fd=bpf_fd if self.shared else None),
+                                          str(self.layout.tmp_size_bytes), *(["shared"] if self.shared else []),
+                                          *([ZYGOTE_ARGV_ROOM] if self.prewarm else [])],
+                             ro_binds=self.ro_binds, shared_seccomp_fd=bpf_fd if self.shared else None,
+                             interpreter=list(self.prewarm.prefix) if self.prewarm else None,
+                             env=self.prewarm.start_env() if self.prewarm else None),
         ]  # fmt: skip
         try:
             self._proc = subprocess.Popen(
@@ -252,8 +297,7 @@ class WarmSlot:
             cpu_soft_s=args[0], cpu_hard_s=args[1], fsize_bytes=args[2], nofile=args[3], stack_bytes=args[4],
             as_bytes=args[5],
         )  # fmt: skip
-        env = {**BOX_ENV, **spec.env, "PWD": BOX_PATH}  # bwrap --chdir sets PWD over everything
-        return slotproto.encode_run(spec.argv, env, BOX_PATH, RUN_UMASK, wire)
+        return slotproto.encode_run(spec.argv, request_env(spec), BOX_PATH, RUN_UMASK, wire)
 
     def run(self, spec: RunSpec, message: bytes, observer: RunObserver | None = None) -> RawResult:
         """Run one program. Raises SlotBroken (the slot is then destroyed by the caller)."""
@@ -384,6 +428,11 @@ class WarmSlot:
                     os.unlink(entry.path)
         except (OSError, RecursionError) as exc:
             raise SlotBroken(f"cannot empty /box ({os.strerror(err)}, then {exc})", before_go=True) from exc
+
+
+def request_env(spec: RunSpec) -> dict[str, str]:
+    """The run's environment, exactly as a fresh sandbox gives it."""
+    return {**BOX_ENV, **spec.env, "PWD": BOX_PATH}  # bwrap --chdir sets PWD over everything
 
 
 def _write_all(fd: int, data: bytes) -> None:
