@@ -21,7 +21,11 @@ MAX_STRINGS = 8192
 X_EXITED = 0  # value = exit code, 128+N for a signal death
 X_EARLY = 1  # the run's init died before 'G' (value = its wait status)
 CLEANED = struct.Struct("<c3xi")  # shared mode, after every 'X': 'c', T_* bits (0 = clean): 8 bytes
-T_FLAGS = {1: "survivors", 2: "wipe failed", 4: "SysV object left", 8: "helper changed", 16: "/tmp etc. changed"}
+T_NET = 32  # in 'X' err, both modes: TCP sockets outlived the run in the slot's network namespace: rebuild
+T_FLAGS = {
+    1: "survivors", 2: "wipe failed", 4: "SysV object left", 8: "helper changed", 16: "/tmp etc. changed",
+    T_NET: "TCP sockets left",
+}  # fmt: skip
 HELLO, PID, GO, WIPE, QUIT = b"H", b"P", b"G", b"W", b"Q"
 assert REQUEST_HEADER.size == 64
 

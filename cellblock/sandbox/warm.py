@@ -28,6 +28,11 @@ One run (host side, `WarmSlot.run`), over a SOCK_SEQPACKET socketpair (wire form
 Between jobs the host sends 'W' and the helper empties /box without following links (`Sandbox.workspace`);
 what it cannot remove (directories the host created as root for a job's files) the host removes as root.
 
+Network: runs share the slot's (empty, loopback-only) network namespace in both modes. Sockets die with their
+processes, except TCP connections the kernel keeps after close (TIME_WAIT for 60 s after a loopback
+connection: listed in /proc/net/tcp and its port unbindable without SO_REUSEADDR). The helper looks at
+/proc/net/tcp{,6} after every run (≈ 20 µs) and flags any entry in 'X'; the slot is then rebuilt.
+
 Failure policy: a slot is never repaired. EOF on the socket, a malformed or unexpected message, no 'P' in
 time, no 'X' within the wall limit + 0.5 s, a run cgroup that is not empty after the run, or a failed wipe →
 the slot is destroyed (every process in its cgroups and bwrap's process group SIGKILLed) and a new one is
@@ -372,12 +377,14 @@ class WarmSlot:
         else:
             try:
                 got = self._recv(0)
-                kind, value, _ = slotproto.decode_exit(got[0] if got else b"")
+                kind, value, err = slotproto.decode_exit(got[0] if got else b"")
             except (SlotBroken, ValueError) as exc:
                 broken = f"bad report from the warm slot: {exc}"
             else:
                 if kind == slotproto.X_EARLY:
                     broken = f"the run's init died before it started (status {value})"
+                elif err & slotproto.T_NET:  # runs share the slot's network namespace (both modes)
+                    broken = "TCP sockets of the run outlived it (TIME_WAIT): the next run would see them"
                 exit_code = value
         if broken is None and cgroup.pids():
             broken = "processes of the run survived its end"  # its pid namespace (or shared: the helper) kills all

@@ -96,7 +96,9 @@
  *   'X' exit: u8 'X', u8 kind, u8[2] 0, i32 value, i32 err (12 bytes).
  *             kind 0: value = the run's exit code (128+N for a signal death of the program; the init killed by
  *             signal N, e.g. the host's cgroup kill, also reports 128+N); kind 1: the init died before 'G'
- *             (value = its wait status, err = 0).
+ *             (value = its wait status). err: T_NET when TCP sockets outlived the run in the slot's network
+ *             namespace (TIME_WAIT after a loopback connection: visible in /proc/net/tcp to the next run, and
+ *             its port unbindable for 60 s) — the host rebuilds the slot; else 0.
  *   'c' cleaned (shared mode only, after every 'X'): u8 'c', u8[3] 0, i32 T_* bits (8 bytes); 0 = clean.
  *   'w' wiped: u8 'w', u8 ok (1/0), u8[2] 0, i32 errno (8 bytes).
  */
@@ -112,6 +114,7 @@
 #define T_SYSV 4        /* a SysV IPC object could not be removed */
 #define T_SELF 8        /* the helper's nice, policy, I/O priority, affinity or rlimits changed */
 #define T_DIRS 16       /* mode, owner or xattrs of /tmp, /dev/shm or /dev/mqueue changed */
+#define T_NET 32        /* both modes, in 'X' err: TCP sockets left in the slot's network namespace */
 
 enum { L_CPU_SOFT, L_CPU_HARD, L_FSIZE, L_NOFILE, L_STACK, L_AS };
 
@@ -321,6 +324,28 @@ static void run_shared(struct request *req, int go_read) {
 static int clean_up_shared(int survivors);
 static int kill_everything(void);
 
+/* Whether /proc/net/tcp or tcp6 lists any socket (beyond the header line). All processes of the run are gone,
+ * so anything there is a closed connection the kernel still keeps (TIME_WAIT, FIN_WAIT…) — runs share the
+ * slot's network namespace in both modes. Unreadable counts as "left" (the slot is rebuilt). ≈ 10 µs each. */
+static int tcp_sockets_left(void) {
+    static const char *const tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    for (size_t i = 0; i < 2; i++) {
+        char buf[512];
+        int fd = open(tables[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENOENT) continue; /* no IPv6 */
+            return 1;
+        }
+        ssize_t got = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (got < 0) return 1;
+        buf[got] = '\0';
+        char *newline = strchr(buf, '\n');
+        if (newline == NULL || newline[1] != '\0') return 1; /* more than the header */
+    }
+    return 0;
+}
+
 /* ---- the helper ------------------------------------------------------------------------------------------ */
 
 static void send_exit(int kind, int value, int err) {
@@ -374,8 +399,9 @@ static void handle_run(struct request *req) {
         if (errno != EINTR) fail("waitpid");
     /* shared mode: nothing of the run may outlive its report (the host checks the run's cgroup right after) */
     int survivors = shared_mode && kill_everything() != 0 ? T_SURVIVORS : 0;
-    if (early) send_exit(X_EARLY, status, 0);
-    else send_exit(X_EXITED, WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), 0);
+    int net = tcp_sockets_left() ? T_NET : 0; /* every mode: runs share the slot's network namespace */
+    if (early) send_exit(X_EARLY, status, net);
+    else send_exit(X_EXITED, WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), net);
     if (shared_mode) {
         char out[8] = {'c', 0, 0, 0};
         int32_t taint = clean_up_shared(survivors);
