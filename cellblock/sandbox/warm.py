@@ -75,6 +75,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import time
@@ -418,8 +419,15 @@ class WarmSlot:
             raise SlotBroken(f"bad wipe report: {exc}", before_go=True) from exc
         if not ok:
             self._wipe_as_root(err)
-        if any(os.scandir(self.layout.box_dir)):
+        box = self.layout.box_dir
+        if any(os.scandir(box)):
             raise SlotBroken("/box is not empty after the wipe", before_go=True)
+        # /box itself outlives the job: a run may chmod it or set user.* xattrs on it (tmpfs has them since Linux
+        # 6.6), which no wipe of its contents removes. As mounted (mounts.mount_tmpfs) or the slot goes.
+        st = os.stat(box, follow_symlinks=False)
+        changed = stat.S_IMODE(st.st_mode) != 0o755 or st.st_uid != self.identity.uid
+        if changed or os.listxattr(box, follow_symlinks=False):
+            raise SlotBroken("/box itself was changed (mode, owner or xattrs)", before_go=True)
 
     def _wipe_as_root(self, err: int) -> None:
         """What the helper (the box's uid) could not remove: directories the host wrote as root (job files in
