@@ -11,6 +11,10 @@ Variants, interleaved round-robin with the order rotated every round (noise hits
 * ``c/warm``   the same with isolation = "warm" (a long-lived slot, fresh pid/mount/IPC namespaces per run)
 * ``c/shared`` the same with isolation = "warm-shared" (opt-in: runs share the slot's namespaces, cleaned after)
 * ``py/…``     the same four for ``python3 -c 'print(1)'``
+* ``pyfile/…`` ``python3 -B main.py`` (main.py: ``print(1)``, the python3 language's command and environment)
+  bare, fresh, warm (exec'd in a warm slot) and ``pyfile/prewarm``: forked from a pre-warmed interpreter in a
+  warm slot (slothelper/zygote.py, the language's ``prewarm``), recycled every ``prewarm_runs`` (default 50)
+  runs — that restart is part of the measured time
 
 Times are what the caller pays per run (cgroup set-up, launch, wait, accounting, cleanup). Each variant also
 prints the median CPU time and memory peak the sandbox *reported*, to compare warm accounting with fresh.
@@ -48,13 +52,19 @@ LIMITS = RunLimits(
     cpu_time_s=2.0, wall_time_s=5.0, memory_kib=256 * 1024, processes=64, output_bytes=1 << 20,
     file_size_bytes=10 << 20,
 )  # fmt: skip
-VARIANTS = ("c/bare", "c/fresh", "c/warm", "c/shared", "py/bare", "py/fresh", "py/warm", "py/shared")
-MODES = {"fresh": "fresh", "warm": "warm", "shared": "warm-shared"}  # variant suffix → isolation
-EXPECTED = {"c": b"hello\n", "py": b"1\n"}
+VARIANTS = (
+    "c/bare", "c/fresh", "c/warm", "c/shared", "py/bare", "py/fresh", "py/warm", "py/shared",
+    "pyfile/bare", "pyfile/fresh", "pyfile/warm", "pyfile/prewarm",
+)  # fmt: skip
+MODES = {"fresh": "fresh", "warm": "warm", "shared": "warm-shared", "prewarm": "warm"}  # variant suffix → isolation
+EXPECTED = {"c": b"hello\n", "py": b"1\n", "pyfile": b"1\n"}
+PY_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}  # python3.toml's
 SPECS = {
     "c": RunSpec(argv=["./hello"], limits=LIMITS),
     "py": RunSpec(argv=["python3", "-c", "print(1)"], limits=LIMITS),
+    "pyfile": RunSpec(argv=["python3", "-B", "main.py"], limits=LIMITS, env=PY_ENV),
 }
+PREWARM_SPEC = RunSpec(argv=["python3", "-B", "main.py"], limits=LIMITS, env=PY_ENV, prewarm="python")
 
 
 class Runner:
@@ -68,12 +78,17 @@ class Runner:
             sandbox = self._stack.enter_context(host.slot())
             box = self._stack.enter_context(sandbox.workspace())
             shutil.copy2(binary, box / "hello")
-            os.chown(box / "hello", sandbox.uid, sandbox.uid)
+            (box / "main.py").write_text("print(1)\n")
+            for name in ("hello", "main.py"):
+                os.chown(box / name, sandbox.uid, sandbox.uid)
             self.sandboxes[mode] = sandbox
             if mode != "fresh":
                 self._stack.callback(host.close_warm)
                 assert sandbox.warm is not None, f"the {isolation} host did not start a warm slot"
-        self.bare_argv = {"c": [str(binary)], "py": [PYTHON, "-c", "print(1)"]}
+        (data_dir / "main.py").write_text("print(1)\n")
+        self.bare_argv = {
+            "c": [str(binary)], "py": [PYTHON, "-c", "print(1)"], "pyfile": [PYTHON, "-B", str(data_dir / "main.py")]
+        }  # fmt: skip
         self.failures: dict[str, int] = defaultdict(int)
         self.reported: dict[str, list[tuple[float, int]]] = defaultdict(list)  # (cpu s, KiB)
 
@@ -85,7 +100,7 @@ class Runner:
             elapsed = time.perf_counter() - started
             ok = done.returncode == 0 and done.stdout == EXPECTED[lang]
         else:
-            raw = self.sandboxes[mode].run(SPECS[lang])
+            raw = self.sandboxes[mode].run(PREWARM_SPEC if mode == "prewarm" else SPECS[lang])
             elapsed = time.perf_counter() - started
             ok = raw.outcome == "ok" and raw.stdout == EXPECTED[lang]
             self.reported[variant].append((raw.cpu_time_s, raw.memory_kib))

@@ -267,7 +267,10 @@ class WarmSlot:
         ready, _, _ = select.select([sock], [], [], timeout_s)
         if not ready:
             return None
-        data, ancillary, flags, _ = sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
+        try:
+            data, ancillary, flags, _ = sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
+        except OSError as exc:  # ECONNRESET: the helper died with a message of ours unread
+            raise SlotBroken(f"the warm slot's helper is gone ({exc})", before_go=True) from exc
         if not data:
             raise SlotBroken("the warm slot's helper is gone", before_go=True)
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):

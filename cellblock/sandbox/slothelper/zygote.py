@@ -10,22 +10,28 @@ everything `python3 main.py` does before main.py's first line: site, stdio, code
 It is *not* imported by the host; it runs only inside a slot.
 
 One run ('R' with stdin/stdout/stderr as SCM_RIGHTS):
-  zygote  fork → holder (stays in the slot's namespaces; it only unshares and waits)
-  holder  unshare(NEWPID | NEWNS | NEWIPC), fork → init (pid 1 of the run): pdeathsig, setsid, private
-          propagation, fresh /tmp, /dev/shm and /proc (as the C helper), sends 'P' (the kernel attaches its host
-          pid), drops the socket, waits for go; enters a cgroup namespace, drops every capability,
-          no_new_privs, the seccomp filter, blocks every signal (pid 1 never acts on them) and forks
+  zygote  unshare(CLONE_NEWPID), fork → init, setns back to the slot's pid namespace (so that the next run can
+          unshare again: no process has to sit between the zygote and the init)
+  init    pid 1 of the run: unshare(NEWNS | NEWIPC), pdeathsig, setsid, private propagation, fresh /tmp,
+          /dev/shm and /proc (as the C helper), sends 'P' (the kernel attaches its host pid), drops the socket,
+          waits for go; enters a cgroup namespace, drops every capability, no_new_privs, the seccomp filter,
+          blocks every signal (pid 1 never acts on them) and forks
   program (pid 2): empty signal mask, dumpable again, stdio from the request, every other fd closed, umask,
           cwd, rlimits, exactly the request's environment, sys.argv / sys.orig_argv / sys.path[0] / the user
           site as a bare start computes them, every module the zygote imported for itself removed from
-          sys.modules, a new ``__main__`` module; then serve() *returns* and the module level below runs the
-          program's code, so that the interpreter's own exit path (SystemExit, atexit, flushing, exit status
-          120 on a failed flush) is the bare one.
-  The init waits for the program and exits with its status (128+N for a signal); the holder exits with the
-  init's, the zygote reports it in 'X'. The kernel kills whatever is left in the run's pid namespace.
+          sys.modules, a new ``__main__`` module; then serve() *returns* and the module level below compiles
+          and runs main.py in it (one frame of ours below it, cut from tracebacks), and ends the way
+          Py_FinalizeEx would as far as a program can tell (`_finish`: threads joined, atexit, stdio flushed
+          with status 120 on failure, the program's modules and __main__ collected, SIGINT death after an
+          uncaught KeyboardInterrupt) — without tearing down the zygote's own modules, which would copy every
+          page of its heap (≈ 6 ms per run).
+  The init waits for the program and exits with its status (128+N for a signal), which the zygote reports in
+  'X'. The kernel kills whatever is left in the run's pid namespace. Forks, not a raw clone(): a clone from
+  Python would skip the interpreter's and libc's fork bookkeeping.
 
-Why a holder: a process cannot enter a new pid namespace itself, only its children can; a raw clone() from
-Python would skip the interpreter's and libc's fork bookkeeping. It costs one more fork of the zygote (COW).
+Why so few steps are Python: every object the zygote owns that a fork touches (a reference count is a write)
+is a copy-on-write page fault in the run; the zygote freezes its objects out of the collector's reach
+(gc.freeze) and the per-run paths do little.
 
 Security: the zygote never imports from sys.path[0] (/proc/self/fd) or /box: the path entry is dropped before
 any import, and it is started with HOME pointing nowhere, so a user site directory that an earlier run of the
@@ -119,6 +125,15 @@ with os.scandir("/proc/self/fd") as _entries:  # the script's own fd (and anythi
                 os.close(int(_entry.name))
 _prctl(PR_SET_PDEATHSIG, SIGKILL)
 _prctl(PR_SET_DUMPABLE, 0)
+# The zygote lives as pid 1 of a pid namespace of its own user namespace (bwrap --disable-userns nests one under
+# the slot's): only there may it setns() its children's pid namespace back after each run's unshare.
+_check(_libc.unshare(ctypes.c_int(CLONE_NEWPID)), "unshare(CLONE_NEWPID)")
+_zygote = os.fork()
+if _zygote:
+    os.close(_sock.detach())  # EOF for the host as soon as the zygote is gone
+    os._exit(os.waitstatus_to_exitcode(os.waitpid(_zygote, 0)[1]) & 0xFF)
+_prctl(PR_SET_PDEATHSIG, SIGKILL)
+_PIDNS_FD = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)  # ours, for setns after each run's fork
 with open("/proc/self/stat", "rb") as _stat:  # fields 48, 49: where the kernel reads /proc/<pid>/cmdline from
     _ARGS = [int(field) for field in _stat.read().rsplit(b")", 1)[1].split()[45:47]]
 
@@ -201,10 +216,13 @@ def _status_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def _init(req: Request, go_read: int) -> Request:
+def _init(req: Request, go_read: int, go_write: int) -> Request:
     """pid 1 of the run. Returns only in the program (pid 2)."""
     try:
+        os.close(go_write)
+        os.close(_PIDNS_FD)
         _prctl(PR_SET_PDEATHSIG, SIGKILL)
+        _check(_libc.unshare(ctypes.c_int(CLONE_NEWNS | CLONE_NEWIPC)), "unshare")
         _set_cmdline(["bwrap"])  # as the init of a fresh sandbox (and the C helper's)
         os.setsid()
         _mount_fresh()
@@ -235,45 +253,30 @@ def _init(req: Request, go_read: int) -> Request:
         os._exit(2)
 
 
-def _holder(req: Request, go_read: int, go_write: int) -> Request:
-    """Between the zygote and the run: unshares and waits. Returns only in the program (pid 2)."""
-    try:
-        os.close(go_write)
-        _prctl(PR_SET_PDEATHSIG, SIGKILL)
-        _check(_libc.unshare(ctypes.c_int(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC)), "unshare")
-        init = os.fork()
-    except BaseException as exc:
-        _die(f"holder: {exc!r}")
-        raise
-    if init == 0:
-        return _init(req, go_read)
-    try:
-        os.close(_sock.detach())
-        os.close(go_read)
-        for fd in req.fds:
-            os.close(fd)
-        _, status = os.waitpid(init, 0)
-        os._exit(_status_code(status))
-    finally:
-        os._exit(2)
-
-
 def _handle_run(req: Request) -> Request | None:
     go_read, go_write = os.pipe()
-    holder = os.fork()
-    if holder == 0:
-        return _holder(req, go_read, go_write)
+    # The next child is pid 1 of a new pid namespace; then our own children's namespace is ours again (a second
+    # unshare(CLONE_NEWPID) would fail while it is not), so no process sits between the zygote and the init.
+    _check(_libc.unshare(ctypes.c_int(CLONE_NEWPID)), "unshare(CLONE_NEWPID)")
+    try:
+        init = os.fork()
+    except BaseException:
+        _check(_libc.setns(_PIDNS_FD, ctypes.c_int(CLONE_NEWPID)), "setns")
+        raise
+    if init == 0:
+        return _init(req, go_read, go_write)
+    _check(_libc.setns(_PIDNS_FD, ctypes.c_int(CLONE_NEWPID)), "setns")
     os.close(go_read)
     for fd in req.fds:
         os.close(fd)
-    pidfd = os.pidfd_open(holder)
+    pidfd = os.pidfd_open(init)
     early = False
     ready, _, _ = select.select([_sock.fileno(), pidfd], [], [])
-    if pidfd in ready:  # the holder ended: the init died before go
+    if pidfd in ready:  # the init died before go
         early = True
     else:
         if _sock.recv(16) != b"G":
-            os.kill(holder, SIGKILL)
+            os.kill(init, SIGKILL)
             sys.exit("cellblock-zygote: expected G")
         try:
             os.write(go_write, b"g")
@@ -281,7 +284,7 @@ def _handle_run(req: Request) -> Request | None:
             early = True
     os.close(go_write)
     os.close(pidfd)
-    _, status = os.waitpid(holder, 0)
+    _, status = os.waitpid(init, 0)
     report = (X_EARLY, status) if early else (X_EXITED, _status_code(status))
     _send(b"X" + bytes([report[0], 0, 0]) + report[1].to_bytes(4, "little", signed=True) + bytes(4))
     return None
