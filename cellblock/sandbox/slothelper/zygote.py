@@ -68,6 +68,7 @@ RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_STACK, RLIMIT_CORE, RLIMIT_NOFILE, RLIMIT_AS = 
 SIGKILL = 9
 MAX_MESSAGE = 128 * 1024
 X_EXITED, X_EARLY = 0, 1
+T_NET = 32  # 'X' err: TCP sockets outlived the run (slotproto.T_NET)
 COVERED_PROC = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -286,8 +287,30 @@ def _handle_run(req: Request) -> Request | None:
     os.close(pidfd)
     _, status = os.waitpid(init, 0)
     report = (X_EARLY, status) if early else (X_EXITED, _status_code(status))
-    _send(b"X" + bytes([report[0], 0, 0]) + report[1].to_bytes(4, "little", signed=True) + bytes(4))
+    net = _tcp_sockets_left()
+    _send(b"X" + bytes([report[0], 0, 0]) + b"".join(v.to_bytes(4, "little", signed=True) for v in (report[1], net)))
     return None
+
+
+def _tcp_sockets_left() -> int:
+    """T_NET when /proc/net/tcp or tcp6 lists a socket (as cellblock-slot.c's tcp_sockets_left): runs share the
+    slot's network namespace, and a TCP connection closed by the run can stay (TIME_WAIT) for the next."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            fd = os.open(table, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # no IPv6
+        except OSError:
+            return T_NET
+        try:
+            data = os.read(fd, 512)
+        except OSError:
+            return T_NET
+        finally:
+            os.close(fd)
+        if data.count(b"\n") != 1 or not data.endswith(b"\n"):
+            return T_NET  # more than the header
+    return 0
 
 
 def _wipe(directory: int) -> None:
