@@ -109,7 +109,10 @@ ZYGOTE_SCRIPT = Path(__file__).parent / "slothelper" / "zygote.py"
 PYTHON_OPTIONS = frozenset({"-B", "-u", "-E", "-s", "-S", "-O", "-OO", "-b", "-bb", "-q"})
 # Room in the zygote's argv memory for each program's own command line (/proc/self/cmdline), bytes.
 ZYGOTE_ARGV_ROOM = "-" * 2048
-ZYGOTE_HOME = "/nonexistent"  # the zygote's HOME at start: no user site from /box runs in it (zygote.py)
+# The zygote's HOME at start: a directory no run can write, so no user site from /box runs in the zygote
+# (zygote.py); padded with slashes to the length of the runs' HOME, so that each program can show its own
+# environment in /proc/self/environ in place.
+ZYGOTE_HOME = "/dev"
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ class Prewarm:
     env: tuple[tuple[str, str], ...]  # the runs' whole environment (start-up reads PYTHON*, LC_*, …)
 
     def start_env(self) -> dict[str, str]:
-        return {**dict(self.env), "HOME": ZYGOTE_HOME}
+        home = dict(self.env).get("HOME", "")
+        return {**dict(self.env), "HOME": ZYGOTE_HOME + "/" * max(0, len(home) - len(ZYGOTE_HOME))}
 
 
 def prewarm_for(spec: RunSpec, env: dict[str, str]) -> Prewarm | None:

@@ -136,14 +136,17 @@ if _zygote:
 _prctl(PR_SET_PDEATHSIG, SIGKILL)
 _PIDNS_FD = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)  # ours, for setns after each run's fork
 with open("/proc/self/stat", "rb") as _stat:  # fields 48, 49: where the kernel reads /proc/<pid>/cmdline from
-    _ARGS = [int(field) for field in _stat.read().rsplit(b")", 1)[1].split()[45:47]]
+    _STAT = [int(field) for field in _stat.read().rsplit(b")", 1)[1].split()[45:49]]
+_ARGS, _ENVIRON = _STAT[0:2], _STAT[2:4]  # arg_start, arg_end; env_start, env_end
 
 
-def _set_cmdline(argv: list[str]) -> None:
+def _set_cmdline(argv: list[str], area: list[int] = _ARGS, exact: bool = False) -> None:
     """Show `argv` in /proc/self/cmdline, as the C helper shows "bwrap" for the init (padded with NUL bytes);
-    left alone when it does not fit."""
+    left alone when it does not fit (or, `exact`, does not fill `area` exactly)."""
     data = b"".join(arg.encode("utf-8", "surrogateescape") + b"\0" for arg in argv)
-    start, end = _ARGS
+    start, end = area
+    if exact and len(data) != end - start:
+        return
     if len(data) <= end - start:
         ctypes.memset(start, 0, end - start)
         ctypes.memmove(start, data, len(data))
@@ -384,6 +387,8 @@ def become_program(req: Request) -> tuple[str, str]:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     _prctl(PR_SET_DUMPABLE, 1)  # /proc/self/* belongs to the program again, as after an exec
     _set_cmdline(req.argv)
+    # /proc/self/environ: the run's own (its HOME differs from the zygote's only in the value, of equal length)
+    _set_cmdline([f"{key}={value}" for key, value in req.env.items()], _ENVIRON, exact=True)
     high = [os.dup(fd) for fd in req.fds]
     for target, fd in enumerate(high):
         os.dup2(fd, target)
