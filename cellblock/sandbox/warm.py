@@ -333,7 +333,7 @@ class WarmSlot:
     def _run_in(self, cgroup: RunCgroup, spec: RunSpec, message: bytes, observer: RunObserver | None) -> RawResult:
         # memfds, not files in the io dir: a new empty one costs nothing, where truncating last run's file on
         # the data dir's filesystem costs ≈ 0.1 ms. RLIMIT_FSIZE and the size watch apply to them the same way.
-        stdin_fd = stdout_fd = stderr_fd = -1
+        stdin_fd = stdout_fd = stderr_fd = go_w = -1
         try:
             source = os.memfd_create("stdin", os.MFD_CLOEXEC)
             try:
@@ -344,7 +344,15 @@ class WarmSlot:
             stdout_fd = os.memfd_create("stdout", os.MFD_CLOEXEC)
             stderr_fd = os.memfd_create("stderr", os.MFD_CLOEXEC)
             launched_ns = time.time_ns() - 10_000_000  # file mtimes use the coarse clock (a jiffy): allow 10 ms
-            self._send(message, [stdin_fd, stdout_fd, stdout_fd if spec.merge_stderr else stderr_fd])
+            fds = [stdin_fd, stdout_fd, stdout_fd if spec.merge_stderr else stderr_fd]
+            if self.shared:  # the run waits for go on a pipe of ours, not relayed by the helper (one hand-off less)
+                go_r, go_w = os.pipe2(os.O_CLOEXEC)
+                fds.append(go_r)
+            try:
+                self._send(message, fds)
+            finally:
+                if self.shared:
+                    os.close(go_r)
             os.close(stdin_fd)
             stdin_fd = -1
             got = self._recv(PID_TIMEOUT_S)
@@ -357,10 +365,13 @@ class WarmSlot:
             baseline_ns = cgroup.cpu_time_ns()
             cgroup.reset_memory_peak()
             started = time.monotonic()
-            self._send(slotproto.GO)
+            if self.shared:
+                os.write(go_w, slotproto.GO)
+            else:
+                self._send(slotproto.GO)
             return self._supervise(cgroup, spec, (started, baseline_ns, launched_ns), (stdout_fd, stderr_fd), observer)
         finally:
-            for fd in (stdin_fd, stdout_fd, stderr_fd):
+            for fd in (stdin_fd, stdout_fd, stderr_fd, go_w):
                 if fd >= 0:
                     os.close(fd)
 
