@@ -30,8 +30,9 @@ what it cannot remove (directories the host created as root for a job's files) t
 
 Network: runs share the slot's (empty, loopback-only) network namespace in both modes. Sockets die with their
 processes, except TCP connections the kernel keeps after close (TIME_WAIT for 60 s after a loopback
-connection: listed in /proc/net/tcp and its port unbindable without SO_REUSEADDR). The helper looks at
-/proc/net/tcp{,6} after every run (≈ 20 µs) and flags any entry in 'X'; the slot is then rebuilt.
+connection: listed in /proc/net/tcp and its port unbindable without SO_REUSEADDR). The helper reads the
+namespace's own counters in /proc/net/sockstat{,6} after every run (≈ 10 µs; /proc/net/tcp itself walks the
+machine-wide hash table, ≈ 1 ms) and flags any socket in 'X'; the slot is then rebuilt.
 
 Failure policy: a slot is never repaired. EOF on the socket, a malformed or unexpected message, no 'P' in
 time, no 'X' within the wall limit + 0.5 s, a run cgroup that is not empty after the run, or a failed wipe →
