@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -110,6 +111,36 @@ class Runner:
 
     def close(self) -> None:
         self._stack.close()
+
+
+def _cpu_used(slot_cpu: Path | None) -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return total + (int(slot_cpu.read_text()) / 1e9 if slot_cpu is not None else 0.0)
+
+
+def cpu_cost(runner: Runner, variants: tuple[str, ...], runs: int) -> dict[str, float]:
+    """CPU seconds per run, everything of ours counted: this process and its children (bare), plus the slot's
+    cgroup subtree (the sandbox's processes: bwrap, helper, the run). Unlike wall-clock numbers this hardly
+    depends on other load, and 1 / it × cores bounds the throughput of an idle machine. Not counted: kernel
+    work done asynchronously in kworkers (namespace teardown: fresh and warm do more of it than warm-shared)."""
+    cost: dict[str, float] = {}
+    for variant in variants:
+        mode = variant.split("/")[1]
+        slot_cpu = None
+        if mode != "bare":
+            sandbox = runner.sandboxes[mode]
+            settings = sandbox._host.settings
+            slot_dir = settings.cgroup_root / "cpuacct" / settings.cgroup_name / f"slot{sandbox.index}"
+            slot_cpu = slot_dir / "cpuacct.usage"
+        for _ in range(5):
+            runner.once(variant)
+        before = _cpu_used(slot_cpu)
+        for _ in range(runs):
+            runner.once(variant)
+        cost[variant] = (_cpu_used(slot_cpu) - before) / runs
+    return cost
 
 
 def compile_hello(workdir: Path) -> Path:
@@ -213,6 +244,16 @@ def main() -> None:
         binary = compile_hello(data_dir)
         if not args.throughput_only:
             print_sequential(data_dir, binary, args.runs, args.warmup, variants)
+            runner = Runner(data_dir, binary)
+            try:
+                cost = cpu_cost(runner, variants, args.runs)
+            finally:
+                runner.close()
+            print(f"\nCPU per run (host + slot cgroup, {args.runs} runs each; idle-machine bound = cores / CPU)")
+            for variant in variants:
+                bare = cost.get(variant.split("/")[0] + "/bare")
+                ratio = f"{bare / cost[variant]:5.2f} × bare" if bare else ""
+                print(f"{variant:10} {cost[variant] * 1000:8.3f} ms  {ratio}")
         if args.runners > 0:
             rates, ratios = parallel(data_dir, binary, args.runners, args.parallel_runs, variants, args.rounds)
             print(f"\nthroughput, {args.runners} runners × {args.parallel_runs} runs, {args.rounds} interleaved rounds "
