@@ -296,23 +296,34 @@ def _handle_run(req: Request) -> Request | None:
 
 
 def _tcp_sockets_left() -> int:
-    """T_NET when /proc/net/tcp or tcp6 lists a socket (as cellblock-slot.c's tcp_sockets_left): runs share the
-    slot's network namespace, and a TCP connection closed by the run can stay (TIME_WAIT) for the next."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    """T_NET when a TCP or UDP socket is left in the slot's network namespace (as cellblock-slot.c's
+    tcp_sockets_left): runs share it, and a TCP connection closed by the run can stay (TIME_WAIT) for the next.
+    /proc/net/sockstat{,6} count per namespace (≈ 5 µs); /proc/net/tcp walks the machine-wide table (≈ 1 ms)."""
+    for index, table in enumerate(("/proc/net/sockstat", "/proc/net/sockstat6")):
         try:
             fd = os.open(table, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            continue  # no IPv6
+            if index == 1:
+                continue  # no IPv6
+            return T_NET
         except OSError:
             return T_NET
         try:
-            data = os.read(fd, 512)
+            data = os.read(fd, 1024)
         except OSError:
             return T_NET
         finally:
             os.close(fd)
-        if data.count(b"\n") != 1 or not data.endswith(b"\n"):
-            return T_NET  # more than the header
+        found = 0
+        for line in data.decode("ascii", "replace").splitlines():
+            words = line.split()
+            if words and words[0] in ("TCP:", "TCP6:", "UDP:", "UDP6:"):
+                found += 1
+                counts = dict(zip(words[1::2], words[2::2], strict=False))
+                if counts.get("inuse") != "0" or counts.get("tw", "0") != "0":  # orphan is machine-wide
+                    return T_NET
+        if found != 2:  # TCP + UDP, or TCP6 + UDP6
+            return T_NET
     return 0
 
 
