@@ -96,6 +96,7 @@ class Sandbox:
         self.lock_fd = lock_fd  # held for the sandbox's life when it is a warm slot (the pool owns the slot)
         self.warm: WarmSlot | None = None
         self.box_clean = True  # warm: /box was wiped after the last job
+        self.prewarm_failed: set[Prewarm] = set()  # profiles whose interpreter could not start here: exec instead
         self.uid = host.settings.first_uid + index
         self.root = host.settings.data_dir / "slots" / f"slot{index}"
         self.box = self.root / "box"
@@ -178,9 +179,19 @@ class Sandbox:
         runs = self._host.settings.prewarm_runs
         shared = self._host.settings.isolation == "warm-shared"  # no capabilities there: no zygote
         prewarm = prewarm_for(spec, request_env(spec)) if runs > 0 and not shared else None
+        if prewarm in self.prewarm_failed:
+            prewarm = None
         max_runs = runs if warm.prewarm is not None else MAX_RUNS_PER_SLOT
         if not warm.healthy or warm.ro_binds != spec.ro_binds or warm.prewarm != prewarm or warm.runs >= max_runs:
-            warm = self._restart_warm(spec.ro_binds, prewarm)
+            try:
+                warm = self._restart_warm(spec.ro_binds, prewarm)
+            except SandboxFailure as exc:
+                if prewarm is None:
+                    raise
+                # e.g. an interpreter too old for zygote.py: this profile is exec'd from now on, in this slot
+                log.warning("pre-warmed interpreter %s did not start, exec'ing instead: %s", prewarm.prefix, exc)
+                self.prewarm_failed.add(prewarm)
+                warm = self._restart_warm(spec.ro_binds, None)
         try:
             result = warm.run(spec, message, observer)
         except SlotBroken as exc:
