@@ -510,7 +510,20 @@ def _exit_status(exc: SystemExit) -> int:
     return 1
 
 
+def _exec_instead(argv: list[str]) -> None:
+    """A main.py this fork cannot run the way python3 would: exec python3 itself (the run is already fully set
+    up: rlimits, seccomp, environment, fds), with the signal dispositions an exec'd program starts with."""
+    for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        os.execvp(argv[0], argv)  # noqa: S606 — the run's own command, as the C helper execs it
+    finally:
+        os.write(2, f"bwrap: execvp {argv[0]}: failed\n".encode())
+        os._exit(1)
+
+
 _request = serve()
+_request_argv = _request.argv
 # ---- from here on: the run's program (pid 2) ------------------------------------------------------------------
 try:
     _given, _path = become_program(_request)
@@ -535,11 +548,18 @@ except OSError as _exc:
     os.write(2, f"{_PREFIX[0]}: can't open file {_path!r}: [Errno {_exc.errno}] {_exc.strerror}\n".encode())
     os._exit(2)
 _source = b""
-while _chunk := os.read(_fd, 1 << 20):
-    _source += _chunk
+try:
+    while _chunk := os.read(_fd, 1 << 20):
+        _source += _chunk
+except OSError:  # a directory: python3 runs its __main__.py
+    _exec_instead(_request_argv)
 os.close(_fd)
+if _source.startswith(b"PK\x03\x04"):  # a zip archive: python3 runs its __main__.py
+    _exec_instead(_request_argv)
 try:
     _code = compile(_source, _path, "exec", dont_inherit=True)
+except ValueError:  # NUL bytes: compile() refuses, python3's file reader does not
+    _exec_instead(_request_argv)
 except BaseException as _exc:  # as a bare start prints a syntax error: no traceback header
     _exc.__traceback__ = None
     sys.last_type, sys.last_value, sys.last_traceback = type(_exc), _exc, None
