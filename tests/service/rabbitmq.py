@@ -89,7 +89,22 @@ class RabbitMQ:
     # --- life cycle ----------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 90) -> float:
-        """Start the node (and our epmd, unless it runs); return the seconds until `await_startup` said ready."""
+        """Start the node (and our epmd, unless it runs); return the seconds until `await_startup` said ready.
+
+        A first start whose listener port was taken in the meantime (free_port() only found it free a moment ago;
+        other tests pick ports too) tries again on new ports; a restart keeps its port (clients reconnect to it).
+        """
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError as exc:
+                if self.startup_s or attempt == 2 or "eaddrinuse" not in str(exc):
+                    raise
+                self.port, self.dist_port = free_port(), free_port()
+                self._write_files()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> float:
         started = time.monotonic()
         if self.epmd is None or self.epmd.poll() is not None:
             self.epmd = subprocess.Popen([*self.wrap, EPMD, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
