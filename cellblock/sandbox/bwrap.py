@@ -78,13 +78,7 @@ def bwrap_args(
     ]  # fmt: skip
     if not network:
         args.append("--unshare-net")
-    for path in (*BASE_RO_BINDS, *ro_binds):
-        args += ["--ro-bind-try", path, path]
-    for target, link in MERGED_USR_SYMLINKS:
-        args += ["--symlink", target, link]
-    args += ["--ro-bind", str(layout.etc_dir), ETC_MOUNT]
-    for name in ETC_NAMES:
-        args += ["--symlink", f"{ETC_MOUNT}/{name}", f"/etc/{name}"]
+    args += _filesystem_args(layout, ro_binds)
     if network:
         args += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
     args += [
@@ -134,6 +128,20 @@ def launch_argv(
 SLOT_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
 
 
+def _filesystem_args(layout: BwrapLayout, ro_binds: list[str]) -> list[str]:
+    """The read-only host view every sandbox gets, fresh or warm: /usr and friends, the merged-/usr symlinks,
+    our generated /etc."""
+    args: list[str] = []
+    for path in (*BASE_RO_BINDS, *ro_binds):
+        args += ["--ro-bind-try", path, path]
+    for target, link in MERGED_USR_SYMLINKS:
+        args += ["--symlink", target, link]
+    args += ["--ro-bind", str(layout.etc_dir), ETC_MOUNT]
+    for name in ETC_NAMES:
+        args += ["--symlink", f"{ETC_MOUNT}/{name}", f"/etc/{name}"]
+    return args
+
+
 def slot_bwrap_args(
     layout: BwrapLayout,
     *,
@@ -165,13 +173,7 @@ def slot_bwrap_args(
         "--disable-userns", "--die-with-parent", "--new-session",
         "--uid", str(BOX_UID), "--gid", str(BOX_GID), "--hostname", "box",
     ]  # fmt: skip
-    for path in (*BASE_RO_BINDS, *ro_binds):
-        args += ["--ro-bind-try", path, path]
-    for target, link in MERGED_USR_SYMLINKS:
-        args += ["--symlink", target, link]
-    args += ["--ro-bind", str(layout.etc_dir), ETC_MOUNT]
-    for name in ETC_NAMES:
-        args += ["--symlink", f"{ETC_MOUNT}/{name}", f"/etc/{name}"]
+    args += _filesystem_args(layout, ro_binds)
     args += [
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(layout.tmp_size_bytes), "--tmpfs", "/dev/shm",

@@ -22,21 +22,26 @@ def source_text() -> bytes:
     return resources.files(__package__).joinpath(SOURCE_NAME).read_bytes()
 
 
-def build_launcher(directory: Path) -> Path:
-    source = source_text()
-    target = directory / f"cellblock-launch-{hashlib.sha256(source).hexdigest()[:16]}"
+def build_static(source: bytes, name: str, directory: Path, what: str, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile `source` with gcc into a static `directory/<name>-<digest>` once (the digest covers the flags)."""
+    digest = hashlib.sha256(source + " ".join(extra_flags).encode()).hexdigest()[:16]
+    target = directory / f"{name}-{digest}"
     if target.exists():
         return target
     with tempfile.TemporaryDirectory(dir=directory) as work:
-        src = Path(work) / SOURCE_NAME
+        src = Path(work) / f"{name}.c"
         src.write_bytes(source)
-        out = Path(work) / "cellblock-launch"
+        out = Path(work) / name
         done = subprocess.run(
-            ["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(src)],
+            ["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", *extra_flags, "-o", str(out), str(src)],
             capture_output=True, text=True, check=False, timeout=120,
         )  # fmt: skip
         if done.returncode != 0:
-            raise SandboxUnavailable(f"cannot build the sandbox launcher with gcc: {done.stderr.strip()[:500]}")
+            raise SandboxUnavailable(f"cannot build {what} with gcc: {done.stderr.strip()[:500]}")
         os.chmod(out, 0o755)
         os.replace(out, target)
     return target
+
+
+def build_launcher(directory: Path) -> Path:
+    return build_static(source_text(), "cellblock-launch", directory, "the sandbox launcher")
