@@ -27,6 +27,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from cellblock.config import Settings
@@ -44,6 +45,21 @@ from cellblock.sandbox.warm import MAX_RUNS_PER_SLOT, Prewarm, SlotBroken, WarmS
 
 log = logging.getLogger(__name__)
 WARM_ISOLATIONS = ("warm", "warm-shared")  # both use the warm pool; warm-shared is warm.py's "shared mode"
+# Isolation notes (RawResult.isolation_note) that mean a warm slot failed; other notes (not eligible, no slot free)
+# are fresh by design.
+NOTE_SLOT_FAILED = "warm slot failed twice: "  # SlotBroken before the program started, on two slots in a row
+NOTE_NO_START = "warm slot could not start: "  # the pool could not start a new slot for the job
+
+
+def _why_not_warm(spec: RunSpec) -> str:
+    """In words, why `spec` is not eligible for a warm slot (warm.eligible decides; this only names the reason)."""
+    if spec.network:
+        return "network access"
+    if spec.live_input is not None:
+        return "interactive"
+    if spec.box_dir is not None:
+        return "own box (custom checker)"
+    return "not eligible for a warm slot"
 
 
 def prerequisite_problems(settings: Settings) -> list[str]:
@@ -97,6 +113,7 @@ class Sandbox:
         self.warm: WarmSlot | None = None
         self.box_clean = True  # warm: /box was wiped after the last job
         self.prewarm_failed: set[Prewarm] = set()  # profiles whose interpreter could not start here: exec instead
+        self.fresh_note: str | None = None  # a warm setting's plain slot: why it is not warm (RawResult.isolation_note)
         self.uid = host.settings.first_uid + index
         self.root = host.settings.data_dir / "slots" / f"slot{index}"
         self.box = self.root / "box"
@@ -169,13 +186,17 @@ class Sandbox:
             path.rmdir()
 
     def run(self, spec: RunSpec, observer: RunObserver | None = None) -> RawResult:
+        """Run `spec` in this slot: warm when the setting and the run allow it, else fresh. The result says which
+        (`RawResult.isolation`) and, for a run a warm setting would have run warm, why it ran fresh."""
         warm = self.warm
-        if warm is None or not eligible(spec, self.box):
-            return self._supervisor.run(spec, observer)
+        if warm is None:  # isolation=fresh, or a warm setting's pool handed out a plain slot (`fresh_note` says why)
+            return self._fresh(spec, observer, self.fresh_note)
+        if not eligible(spec, self.box):
+            return self._fresh(spec, observer, _why_not_warm(spec))
         try:
             message = warm.request(spec)
         except ValueError:  # not expressible in one message (huge argv, NUL bytes): bwrap reports it as before
-            return self._supervisor.run(spec, observer)
+            return self._fresh(spec, observer, "request too large for a warm slot")
         runs = self._host.settings.prewarm_runs
         shared = self._host.settings.isolation == "warm-shared"  # no capabilities there: no zygote
         prewarm = prewarm_for(spec, request_env(spec)) if runs > 0 and not shared else None
@@ -202,12 +223,24 @@ class Sandbox:
             warm = self._restart_warm(warm.ro_binds, warm.prewarm)
             try:
                 result = warm.run(spec, message, observer)
-            except SlotBroken:
+            except SlotBroken as again:
                 self._restart_warm(warm.ro_binds, warm.prewarm)
-                return self._supervisor.run(spec, observer)
+                return self._fresh(spec, observer, f"warm slot failed twice: {again.message}")
         if not warm.healthy:
             self._restart_warm(warm.ro_binds, warm.prewarm)  # never reused: the next run gets a new sandbox
-        return result
+        kind = "warm-shared" if warm.shared else "prewarmed" if warm.prewarm is not None else "warm"
+        return replace(result, isolation=kind, isolation_note=None)
+
+    def _fresh(self, spec: RunSpec, observer: RunObserver | None, note: str | None) -> RawResult:
+        """The fresh path. `note`: why a run that the (warm) setting would run warm runs fresh; None under
+        isolation=fresh. A slot that failed under an eligible run is a WARNING (ours; a slot that could not start
+        was warned about once per job by the pool); a run not eligible or with no free slot is fresh by design: DEBUG.
+        """
+        if note is not None:
+            failed = note.startswith(NOTE_SLOT_FAILED)
+            log.log(logging.WARNING if failed else logging.DEBUG, "slot%d: a run ran fresh under isolation=%s: %s",
+                    self.index, self._host.settings.isolation, note)  # fmt: skip
+        return replace(self._supervisor.run(spec, observer), isolation="fresh", isolation_note=note)
 
     # ---- warm slots (isolation = "warm"; see warm.py) ---------------------------------------------------------
 
@@ -313,6 +346,7 @@ class SandboxHost:
                 self._warm_count += 1
         if sandbox is None and not create:
             with self._fresh_slot() as fresh:
+                fresh.fresh_note = f"no warm slot free (all {self.settings.warm_slots} busy)"
                 yield fresh
             return
         if sandbox is None:
@@ -321,6 +355,7 @@ class SandboxHost:
             except SandboxFailure as exc:  # e.g. a kernel that refuses the helper's namespaces: run fresh
                 log.warning("cannot start a warm slot, this job runs fresh: %s", exc.message)
                 with self._fresh_slot() as fresh:
+                    fresh.fresh_note = NOTE_NO_START + exc.message  # logged above, once per job: not again per run
                     yield fresh
                 return
         keep = False

@@ -82,6 +82,11 @@ class RawResult:
     stderr_truncated: bool
     message: str | None
     box: Path | None = None
+    # Which isolation ran it (models.ISOLATIONS): "fresh", "warm", "warm-shared" or "prewarmed" (a fork of a
+    # pre-warmed interpreter). Decided by host.Sandbox.run, which also sets the note: why a run that a warm setting
+    # would run warm ran fresh, in words (None when it ran as the setting says, and always under "fresh").
+    isolation: str = "fresh"
+    isolation_note: str | None = None
 
 
 class LiveInput(Protocol):
