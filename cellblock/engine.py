@@ -99,6 +99,7 @@ def to_step_result(raw: RawResult) -> StepResult:
         stdout_truncated=raw.stdout_truncated,
         stderr_truncated=raw.stderr_truncated,
         message=raw.message,
+        isolation=raw.isolation,  # a models.ISOLATIONS value (host.Sandbox.run); the note stays in the log
     )
 
 

@@ -6,6 +6,7 @@ Closed sets, documented where they are defined:
   DESIGN's verdict order: wall timer → CPU limit → OOM kill → output/file limit → signal → exit code.
 * `Verdict` — the judgement of a test or a whole job. The job's verdict is its first non-accepted test's.
 * `JobState` — the lifecycle: queued → running → done | failed (internal) | cancelled.
+* `Isolation` — which sandbox ran one step: fresh, warm, warm-shared or prewarmed (see `StepResult.isolation`).
 
 Everything here is plain pydantic: JSON in, JSON out, never pickle.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +40,19 @@ class Verdict(StrEnum):
     RUNTIME_ERROR = "runtime_error"
     COMPILATION_ERROR = "compilation_error"
     INTERNAL_ERROR = "internal_error"
+
+
+# Which sandbox ran a step (the server's `isolation` setting decides, but a warm setting runs some steps fresh).
+Isolation = Literal["fresh", "warm", "warm-shared", "prewarmed"]
+ISOLATIONS: tuple[str, ...] = get_args(Isolation)
+ISOLATION_DESCRIPTION = (
+    "Which sandbox ran this step. fresh: a new sandbox (namespaces, mounts, cgroups) for this run alone; warm: a "
+    "long-lived sandbox of the slot, with new pid, mount and IPC namespaces and cgroups for this run; warm-shared: a "
+    "long-lived sandbox whose runs share its namespaces (opt-in, trusted work); prewarmed: a fork of a pre-warmed "
+    "interpreter in a warm sandbox. A warm setting still runs some steps fresh: network access, interactive runs, a "
+    "custom checker (its own box), a request too large for a warm slot, more jobs at once than warm slots, or a warm "
+    "slot that failed before the program started. The worker's log says why."
+)
 
 
 class JobState(StrEnum):
@@ -190,7 +204,7 @@ class JobSpec(_Strict):
 STEP_EXAMPLE = {
     "outcome": "ok", "exit_code": 0, "signal": None, "cpu_time_s": 0.011, "wall_time_s": 0.013, "memory_kib": 3100,
     "stdout": "3\n", "stderr": "", "stdout_encoding": "utf8", "stderr_encoding": "utf8", "stdout_truncated": False,
-    "stderr_truncated": False, "message": None,
+    "stderr_truncated": False, "message": None, "isolation": "warm",
 }  # fmt: skip
 ENCODING = "utf8: the text as is; base64: the bytes were not UTF-8."
 
@@ -213,6 +227,7 @@ class StepResult(BaseModel):
     stdout_truncated: bool = Field(False, description="stdout was longer than the cap and is cut.", examples=[False])
     stderr_truncated: bool = Field(False, description="stderr was longer than the cap and is cut.", examples=[False])
     message: str | None = Field(None, description="Why the step ended, in words.", examples=["CPU time limit exceeded"])
+    isolation: Isolation = Field("fresh", description=ISOLATION_DESCRIPTION, examples=["warm"])
 
 
 class TestResult(BaseModel):
