@@ -4,7 +4,7 @@ A job's metrics are written in the same Redis transaction that stores its result
 cancelled while queued: `AsyncStore.cancel`), so each finished job is counted exactly once, whichever worker
 of whichever host ran it, and a redelivered job is not counted twice. They live in one hash (`METRICS_KEY`)
 of bounded size: one field per (metric, labels, bucket), labels from closed sets (language, state, verdict,
-step). Histogram buckets are stored as plain counts (the bucket a value falls in) and summed up at export,
+step, isolation). Histogram buckets are stored as plain counts (the bucket a value falls in) and summed up at export,
 so an observation costs two HINCRBYs.
 """
 
@@ -22,7 +22,7 @@ from prometheus_client.utils import floatToGoString
 
 from cellblock.errors import UnknownLanguage
 from cellblock.languages.registry import Registry
-from cellblock.models import JobResult
+from cellblock.models import ISOLATIONS, JobResult
 from cellblock.state import METRICS_KEY
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class HistogramSpec:
 JOBS = "cellblock_jobs"  # exported as cellblock_jobs_total
 JOBS_LABELS = ("language", "state", "verdict")
 HOST_JOBS = "cellblock_host_jobs"  # exported as cellblock_host_jobs_total; host names, unlike worker names, persist
+RUNS = "cellblock_runs"  # exported as cellblock_runs_total{isolation}: one per step (compile, test run) of a job
 QUEUE = HistogramSpec(
     "cellblock_job_queue_seconds",
     "Time a job waited between submission and a worker starting it.",
@@ -58,7 +59,7 @@ OVERHEAD = HistogramSpec(
     (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1),
 )
 HISTOGRAMS = {spec.name: spec for spec in (QUEUE, RUN, OVERHEAD)}
-NAMES = (JOBS, HOST_JOBS, *HISTOGRAMS)
+NAMES = (JOBS, HOST_JOBS, RUNS, *HISTOGRAMS)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class JobSample:
     run_s: float | None = None
     overheads: list[tuple[str, float]] = field(default_factory=list)  # (step kind: compile | run, seconds)
     host: str | None = None  # the worker's host; None when no worker ran it (cancelled while queued)
+    isolations: list[str] = field(default_factory=list)  # each step's StepResult.isolation (models.ISOLATIONS)
 
 
 @functools.cache
@@ -90,9 +92,11 @@ def canonical_language(name: str) -> str:
 
 def sample_of(result: JobResult, overheads: list[tuple[str, float]] | None = None) -> JobSample:
     verdict = result.verdict.value if result.verdict else "none"
+    steps = [result.compile, *(test.run for test in result.tests)]
     sample = JobSample(
-        canonical_language(result.language), result.state.value, verdict, overheads=list(overheads or [])
-    )
+        canonical_language(result.language), result.state.value, verdict, overheads=list(overheads or []),
+        isolations=[step.isolation for step in steps if step is not None],
+    )  # fmt: skip
     if result.started_at is not None:
         sample.queue_s = max(0.0, (result.started_at - result.created_at).total_seconds())
         if result.finished_at is not None:
@@ -121,12 +125,17 @@ def record(pipe: Any, sample: JobSample) -> None:
         _observe(pipe, RUN, (sample.language,), sample.run_s)
     for step, seconds in sample.overheads:
         _observe(pipe, OVERHEAD, (sample.language, step), max(0.0, seconds))
+    for isolation in sample.isolations:
+        label = isolation if isolation in ISOLATIONS else "unknown"  # closed set, whatever a sample holds
+        pipe.hincrby(METRICS_KEY, _field(RUNS, (label,), "count"), 1)
 
 
 def families(raw: dict[str, str]) -> list[Metric]:
     """The hash's contents as Prometheus families (cumulative buckets); unreadable fields are skipped."""
     jobs = CounterMetricFamily(JOBS, "Jobs finished, by language, final state and verdict.", labels=JOBS_LABELS)
     hosts = CounterMetricFamily(HOST_JOBS, "Jobs finished by the workers of each host.", labels=["host"])
+    runs = CounterMetricFamily(RUNS, "Steps (compiles, test runs) of finished jobs, by the isolation that ran each: "
+                               "fresh, warm, warm-shared or prewarmed.", labels=["isolation"])  # fmt: skip
     counts: dict[tuple[str, tuple[str, ...]], dict[str, float]] = {}
     for key, value in raw.items():
         try:
@@ -139,9 +148,11 @@ def families(raw: dict[str, str]) -> list[Metric]:
             jobs.add_metric(labels, number)
         elif metric == HOST_JOBS and len(labels) == 1:
             hosts.add_metric(labels, number)
+        elif metric == RUNS and len(labels) == 1:
+            runs.add_metric(labels, number)
         elif metric in HISTOGRAMS and len(labels) == len(HISTOGRAMS[metric].labels):
             counts.setdefault((metric, labels), {})[str(part)] = number
-    out: list[Metric] = [jobs, hosts]
+    out: list[Metric] = [jobs, hosts, runs]
     for spec in HISTOGRAMS.values():
         family = HistogramMetricFamily(spec.name, spec.documentation, labels=spec.labels)
         for (metric, labels), parts in sorted(counts.items()):

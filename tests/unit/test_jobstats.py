@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client.core import Metric
 
-from cellblock.models import JobResult, JobState, Verdict
+from cellblock import models
+from cellblock.models import JobResult, JobState, StepResult, Verdict
 from cellblock.observability import jobstats
 from cellblock.state import METRICS_KEY
 
@@ -95,3 +96,24 @@ def test_a_job_that_never_started_is_counted_without_times() -> None:
 def test_unreadable_fields_are_skipped() -> None:
     families = jobstats.families({"not json": "1", '["cellblock_jobs",["x"],"count"]': "2", "[1,2]": "x"})
     assert [f.samples for f in families if f.name == "cellblock_jobs"] == [[]]
+
+
+def test_each_step_of_a_finished_job_is_counted_by_its_isolation() -> None:
+    pipe = Pipe()
+    step = {"outcome": "ok", "cpu_time_s": 0.01, "wall_time_s": 0.01, "memory_kib": 1}
+    ran = result("c", 0.1, 0.2).model_copy(update={
+        "compile": StepResult(**step, isolation="warm"),
+        "tests": [models.TestResult(id="1", verdict=Verdict.ACCEPTED, run=StepResult(**step, isolation="warm")),
+                  models.TestResult(id="2", verdict=Verdict.ACCEPTED, run=StepResult(**step, isolation="fresh")),
+                  models.TestResult(id="3", verdict=Verdict.ACCEPTED, run=None)],  # skipped: no step, not counted
+    })  # fmt: skip
+    jobstats.record(pipe, jobstats.sample_of(ran))
+    jobstats.record(pipe, jobstats.sample_of(result("python3", 0.1, 0.2, None)))  # cancelled while queued: no step
+    jobstats.record(pipe, jobstats.JobSample("c", "done", "accepted", isolations=["prewarmed", "bogus"]))
+    assert samples(pipe.families()["cellblock_runs"]) == {
+        ("cellblock_runs_total", (("isolation", "warm"),)): 2,
+        ("cellblock_runs_total", (("isolation", "fresh"),)): 1,
+        ("cellblock_runs_total", (("isolation", "prewarmed"),)): 1,
+        ("cellblock_runs_total", (("isolation", "unknown"),)): 1,  # the label set stays closed
+    }
+    assert "cellblock_runs" in jobstats.NAMES
