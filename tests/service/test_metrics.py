@@ -125,6 +125,9 @@ def test_counters_move_by_exactly_the_jobs_run(svc: tuple[Service, str]) -> None
         assert moved(f"{histogram}_count", language="python3") == python3, histogram
         assert moved(f"{histogram}_count", language="c") == c, histogram
         assert moved(f"{histogram}_bucket", language="c", le="+Inf") == c, histogram
+    # one per step of a finished job (isolation=fresh): 3 + 1 test runs and the failed compile; the cancelled one none
+    assert moved("cellblock_runs_total", isolation="fresh") == 5
+    assert sum(v for (name, _), v in after.items() if name == "cellblock_runs_total") == 5
     overhead = "cellblock_sandbox_overhead_seconds"
     assert moved(f"{overhead}_count", language="python3", step="run") == 4  # the cancelled job ran no step to its end
     assert moved(f"{overhead}_count", language="c", step="compile") == 1
