@@ -9,9 +9,10 @@ only long-lived process inside; it holds CAP_SYS_ADMIN and CAP_SETPCAP in the sa
 
 One run (host side, `WarmSlot.run`), over a SOCK_SEQPACKET socketpair (wire format: slotproto.py):
 
-1. create the run's cgroups (cgroups.py, name constant per slot: a counter would tell a run how many came
-   before it); stdin, stdout and stderr are new memfds (stdin reopened read-only), never shared between runs;
-2. send 'R' (argv, env, cwd, umask, rlimits) with the three fds as SCM_RIGHTS;
+1. stdin, stdout and stderr are new memfds (stdin reopened read-only), never shared between runs;
+2. send 'R' (argv, env, cwd, umask, rlimits) with the three fds as SCM_RIGHTS; while the slot works on it
+   (step 3), remove the last run's cgroups (kept until now: they are empty, checked when it ended) and create
+   this run's (cgroups.py, name constant per slot: a counter would tell a run how many came before it);
 3. the helper clones the run's init (pid 1 of fresh pid/mount/IPC namespaces), which mounts a fresh /tmp,
    /dev/shm and /proc and sends 'P'; the
    kernel attaches SCM_CREDENTIALS with the init's pid *as the host sees it* (SO_PASSCRED). Nothing of the
@@ -191,6 +192,8 @@ class WarmSlot:
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._slot_cgroup: RunCgroup | None = None
+        self._current: RunCgroup | None = None  # the running run's cgroups
+        self._spent: RunCgroup | None = None  # the last run's, empty, removed while the next run starts
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -258,6 +261,11 @@ class WarmSlot:
         if self._slot_cgroup is not None:
             self._slot_cgroup.remove()  # SIGKILLs bwrap's processes and the helper until the cgroup is empty
             self._slot_cgroup = None
+        for run_cgroup in (self._current, self._spent):
+            if run_cgroup is not None:
+                with contextlib.suppress(SandboxFailure):  # left for the next create's stale clean-up (or sweep)
+                    run_cgroup.remove()
+        self._current = self._spent = None
         if self._proc is not None:
             self._proc.wait()
             self._proc = None
@@ -316,25 +324,33 @@ class WarmSlot:
     def run(self, spec: RunSpec, message: bytes, observer: RunObserver | None = None) -> RawResult:
         """Run one program. Raises SlotBroken (the slot is then destroyed by the caller)."""
         self.runs += 1
-        limits = spec.limits
-        extra = 0 if self.shared else RUN_EXTRA_PROCESSES  # shared: the program is the only process we attach
-        cgroup = self.cgroups.create(self.identity.name, RUN_CGROUP, limits.memory_kib * 1024, limits.processes + extra)
         try:
-            return self._run_in(cgroup, spec, message, observer)
+            return self._run_in(spec, message, observer)
         except SlotBroken:
             self.healthy = False
             raise
+        except SandboxFailure:
+            self.healthy = False  # a cgroup we could not create or remove, with the run's init waiting for go
+            raise
         finally:
-            try:
-                cgroup.remove()
-            except SandboxFailure:
-                self.healthy = False
-                raise
+            cgroup, self._current = self._current, None
+            if cgroup is not None and not self.healthy:
+                self._remove_run_cgroup(cgroup)
+            elif cgroup is not None:
+                self._spent = cgroup  # removed while the next run's init is being set up (see _run_in)
 
-    def _run_in(self, cgroup: RunCgroup, spec: RunSpec, message: bytes, observer: RunObserver | None) -> RawResult:
+    def _remove_run_cgroup(self, cgroup: RunCgroup) -> None:
+        try:
+            cgroup.remove()
+        except SandboxFailure:
+            self.healthy = False
+            raise
+
+    def _run_in(self, spec: RunSpec, message: bytes, observer: RunObserver | None) -> RawResult:
         # memfds, not files in the io dir: a new empty one costs nothing, where truncating last run's file on
         # the data dir's filesystem costs ≈ 0.1 ms. RLIMIT_FSIZE and the size watch apply to them the same way.
         stdin_fd = stdout_fd = stderr_fd = go_w = -1
+        limits = spec.limits
         try:
             source = os.memfd_create("stdin", os.MFD_CLOEXEC)
             try:
@@ -356,6 +372,16 @@ class WarmSlot:
                     os.close(go_r)
             os.close(stdin_fd)
             stdin_fd = -1
+            # While the slot clones the run's init and mounts its /tmp, /dev/shm and /proc (≈ 0.5 ms), the cgroups
+            # are made here: the last run's removed (its processes are gone: checked when it ended) and this
+            # run's created. Nothing of the run can use them before 'P' and our attach.
+            spent, self._spent = self._spent, None
+            if spent is not None:
+                self._remove_run_cgroup(spent)
+            extra = 0 if self.shared else RUN_EXTRA_PROCESSES  # shared: the program is the only process we attach
+            cgroup = self._current = self.cgroups.create(
+                self.identity.name, RUN_CGROUP, limits.memory_kib * 1024, limits.processes + extra
+            )
             got = self._recv(PID_TIMEOUT_S)
             if got is None or got[0] != slotproto.PID or got[1] is None:
                 raise SlotBroken(f"the warm slot did not start the run: {got!r:.100}", before_go=True)
