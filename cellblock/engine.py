@@ -24,6 +24,7 @@ from cellblock.models import (
     JobResult,
     JobSpec,
     JobState,
+    Limits,
     Outcome,
     SourceFile,
     StepResult,
@@ -36,6 +37,8 @@ from cellblock.sandbox.spec import LiveInput, RawResult, RunLimits, RunSpec
 from cellblock.validation import ResolvedLimits, ValidJob, validate_job
 
 log = logging.getLogger(__name__)
+
+SELF_TEST_CPU_S = 10.0  # the self-test's CPU limit (wall: twice that); within the default maxima
 
 OUTCOME_VERDICT = {
     Outcome.OK: Verdict.ACCEPTED,
@@ -332,6 +335,9 @@ class Engine:
             files=[SourceFile(name=language.source_file, content=language.self_test.source)],
             tests=[TestCase(stdin=stdin, expected_output=stdin)],
             checker=BuiltinChecker(kind="exact"),
+            # It asks "does the toolchain work?", not "is it fast?": a JVM language that starts in 1.8 s of CPU
+            # (Clojure) met the default 2 s limit on a loaded machine and was reported failing.
+            limits=Limits(cpu_time_s=SELF_TEST_CPU_S, wall_time_s=2 * SELF_TEST_CPU_S),
         )
         result = self.run(spec)
         if result.verdict == Verdict.ACCEPTED:

@@ -275,3 +275,30 @@ def test_typescript_knows_node_apis(run_job: Any) -> None:
     result = run_job("typescript", source)
     assert result.verdict == "accepted", result
     assert result.tests[0].run.stdout == "1 3\n"
+
+
+SLOW_START_TOML = """
+name = "slowstart"
+display_name = "Slow start (a runtime that needs more than the default CPU limit to start)"
+debian_packages = ["python3"]
+version_command = ["python3", "--version"]
+source_file = "main.py"
+run = ["python3", "{source}"]
+[self_test]
+source = \"\"\"
+import sys, time
+end = time.process_time() + 2.5
+while time.process_time() < end:
+    pass
+sys.stdout.write(sys.stdin.read())
+\"\"\"
+"""
+
+
+def test_a_self_test_is_not_held_to_the_default_cpu_limit(settings: Any, host: Any, tmp_path: Path) -> None:
+    """A toolchain that works but starts slowly (2.5 s of CPU, over the 2 s default) passes its self-test."""
+    (tmp_path / "slowstart.toml").write_text(SLOW_START_TOML)
+    registry = Registry.load(tmp_path)
+    assert settings.default_run.cpu_time_s < 2.5  # else this test proves nothing
+    ok, reason = Engine(settings, registry, host).self_test(registry.get("slowstart"))
+    assert ok, reason
