@@ -32,6 +32,8 @@ function stats(step) {
     el("dd", { "data-stat": "wall" }, fmtSeconds(step.wall_time_s)),
     el("dt", {}, "Memory"),
     el("dd", { "data-stat": "memory" }, fmtKib(step.memory_kib)),
+    el("dt", {}, "Sandbox"),
+    el("dd", { "data-stat": "isolation" }, step.isolation || "fresh"),
   );
 }
 
