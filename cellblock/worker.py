@@ -40,6 +40,7 @@ from cellblock.redis_url import redis_kwargs
 from cellblock.sandbox.host import SandboxHost
 from cellblock.sealing import Sealer, SealError
 from cellblock.state import (
+    BATCH_MEMBER_FINISHED_LUA,
     CANCEL_CHANNEL,
     EVENT_STREAM_MAXLEN,
     JOB_API_KEY_FIELD,
@@ -48,6 +49,7 @@ from cellblock.state import (
     TERMINAL_STATES,
     api_key_running_key,
     as_fields,
+    batch_key,
     event,
     events_key,
     job_key,
@@ -190,6 +192,8 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: d
         pipe.xadd(events_key(result.id), result_event(sealed))
         for key in retention_keys(fields):
             pipe.expire(key, ttl)
+        if fields.get("batch"):  # the batch's `remaining` count, which batch long-polls watch (and its retention)
+            pipe.eval(BATCH_MEMBER_FINISHED_LUA, 1, batch_key(fields["batch"]), ttl)
         pipe.srem(running_key(runtime.name), result.id)
         if fields.get(JOB_API_KEY_FIELD):  # the job counted in its API key's max_running (cellblock.quotas)
             pipe.zrem(api_key_running_key(fields[JOB_API_KEY_FIELD]), result.id)

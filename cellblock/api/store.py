@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -40,6 +41,8 @@ from cellblock.state import (
 
 Event = tuple[str, str, Any]  # (stream id, type, data)
 log = logging.getLogger(__name__)
+BATCH_POLL_S = 0.02  # a batch long-poll reads the batch's `remaining` count this often (one HGET)
+BATCH_SCAN_S = 1.0  # ... and its unfinished members' states this often whatever the count says
 
 
 class AsyncStore:
@@ -149,7 +152,6 @@ class AsyncStore:
 
     async def wait(self, job_id: str, timeout_s: float) -> JobResult | None:
         """Block until the job finishes; None on timeout."""
-        import asyncio
 
         async def until_result() -> JobResult | None:
             async for _, kind, data in self.events(job_id):
@@ -188,6 +190,44 @@ class AsyncStore:
                                       self.settings.result_retention_s)  # fmt: skip
         await self.redis.publish(CANCEL_CHANNEL, job_id)
         return JobState.CANCELLED
+
+    async def wait_batch(self, batch_id: str, job_ids: list[str], timeout_s: float,
+                         gone: Callable[[], Awaitable[bool]] | None = None) -> bool:  # fmt: skip
+        """Wait until every job of the batch has finished; False after `timeout_s` (or once `gone()` says the
+        client left, asked every BATCH_SCAN_S).
+
+        Cheap while it waits: one HGET of the batch's `remaining` count (every finished member decrements it:
+        worker.finish, `cancel`) every BATCH_POLL_S. The members' own states decide, read in one pipeline (only
+        those not yet seen finished) when the count reaches 0 and every BATCH_SCAN_S anyway: the count is a
+        hint. A member finished twice (a redelivered job) counts twice, and a batch stored before the count
+        existed, or whose hash expired, has none; once it has misled, only the scans are used. A member whose
+        hash is gone (expired) counts as finished: the answer is what is known.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        next_scan, trust_count, unfinished = loop.time(), True, list(job_ids)
+        while True:
+            now = loop.time()
+            count_says_done = trust_count and int(await self.redis.hget(batch_key(batch_id), "remaining") or 0) <= 0
+            if count_says_done or now >= next_scan:
+                unfinished = await self._unfinished(unfinished)
+                if not unfinished:
+                    return True
+                trust_count = trust_count and not count_says_done
+                next_scan = now + BATCH_SCAN_S
+                if gone is not None and await gone():
+                    return False
+            if now >= deadline:
+                return False
+            await asyncio.sleep(min(BATCH_POLL_S if trust_count else BATCH_SCAN_S, max(deadline - now, 0.0)))
+
+    async def _unfinished(self, job_ids: list[str]) -> list[str]:
+        """The jobs still queued or running (one pipeline of HGETs); unknown or expired ones count as finished."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(job_key(job_id), "state")
+            states = await pipe.execute()
+        return [j for j, s in zip(job_ids, states, strict=True) if s is not None and JobState(s) not in TERMINAL_STATES]
 
     async def batch_jobs(self, batch_id: str) -> list[str] | None:
         raw = await self.redis.hget(batch_key(batch_id), "jobs")

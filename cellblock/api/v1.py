@@ -33,6 +33,12 @@ from cellblock.validation import ValidJob, validate_job
 
 router = APIRouter(responses=ERROR_RESPONSES)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+# The longest one GET /v1/batches/{id}?wait=true holds the request (a client loops while `done` is false): under
+# common proxy idle timeouts, and short enough that a client that gave up is not waited for long.
+BATCH_WAIT_MAX_S = 60.0
+BATCH_WAIT_DOC = ("Answer once every job of the batch has finished (done, failed or cancelled), or after wait_s: "
+                  "`done` says which. Loop while it is false.")  # fmt: skip
+BATCH_WAIT_S_DOC = f"With wait=true: the longest to wait, in seconds (default and maximum {BATCH_WAIT_MAX_S:g})."
 PUBLISH_CONCURRENCY = 32  # jobs handed to the broker at once (each takes a publisher thread and a connection)
 READ = [Depends(require("read"))]
 Submitter = Annotated[ApiKey | None, Depends(require("submit"))]
@@ -208,12 +214,23 @@ async def submit_batch(batch: BatchSpec, request: Request, caller: Submitter) ->
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchStatus, summary="A batch: every job's state or result",
             dependencies=READ)  # fmt: skip
-async def get_batch(batch_id: str, request: Request) -> BatchStatus:
+async def get_batch(
+    batch_id: str,
+    request: Request,
+    wait: Annotated[bool, Query(description=BATCH_WAIT_DOC)] = False,
+    wait_s: Annotated[
+        float | None, Query(gt=0, le=BATCH_WAIT_MAX_S, description=BATCH_WAIT_S_DOC, examples=[30])
+    ] = None,
+) -> BatchStatus:
     _check_id(batch_id)
+    if wait_s is not None and not wait:
+        raise ApiError(422, "validation_failed", "wait_s: applies only with wait=true", "wait_s")
     rt = runtime(request)
     ids = await rt.store.batch_jobs(batch_id)
     if ids is None:
         raise ApiError(404, "not_found", f"no batch {batch_id}", "id")
+    if wait:  # all results are read once, below, when the wait ends
+        await rt.store.wait_batch(batch_id, ids, wait_s or BATCH_WAIT_MAX_S, request.is_disconnected)
     results = await rt.store.results(ids)
     states = Counter(r.state.value for r in results)
     verdicts = Counter(r.verdict.value for r in results if r.verdict is not None)
