@@ -20,8 +20,10 @@ checks (the server is the authority, and a newer server may accept fields this c
   so no event is lost or repeated. `wait` follows the same stream until the ``result`` event.
 * HTTPS: the server's certificate is verified against ``verify`` — a CA bundle's path, an `ssl.SSLContext`,
   or, by default, the file named by ``CELLBLOCK_CA_FILE`` when that is set, else the usual trust store.
-* `batch` submits up to the server's ``max_batch_jobs`` jobs in one request, then polls the batch (the
-  interval grows from 50 ms to 1 s) until every job has finished.
+* `batch` submits up to the server's ``max_batch_jobs`` jobs in one request, then `wait_batch` long-polls it
+  (``GET /v1/batches/{id}?wait=true``: the server answers when every job has finished, or after at most 60 s,
+  and the client asks again) — every 1 s instead with an ``on_progress`` callback, so that it sees progress. A
+  server without the long-poll answers at once; the client then polls (the interval grows from 50 ms to 1 s).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 CA_FILE_ENV = "CELLBLOCK_CA_FILE"  # a CA bundle that signed the server's certificate (a private CA)
 STREAM_READ_TIMEOUT_S = 30.0  # the server sends a keepalive every 10 s; silence this long means a dead link
 POLL_START_S, POLL_MAX_S = 0.05, 1.0
+BATCH_WAIT_S = 60.0  # the longest the server holds a batch long-poll (BATCH_WAIT_MAX_S in cellblock.api.v1)
+PROGRESS_WAIT_S = 1.0  # the long-poll's bound when an on_progress callback wants to see the batch as it runs
 
 JobLike = JobSpec | Mapping[str, Any] | str
 TestLike = TestCase | Mapping[str, Any] | tuple[str, str | None]
@@ -348,9 +352,25 @@ def _poll_interval(previous: float) -> float:
     return min(previous * 1.5, POLL_MAX_S)
 
 
+def _batch_wait_s(deadline: float | None, on_progress: ProgressCallback | None) -> float:
+    """The ``wait_s`` of the next batch long-poll: the server's longest, bounded by the deadline and progress."""
+    longest = PROGRESS_WAIT_S if on_progress is not None else BATCH_WAIT_S
+    return longest if deadline is None else max(0.01, min(longest, deadline - time.monotonic()))
+
+
 class _Base:
+    timeout_s: float
+
     def __init__(self, max_retries: int, max_retry_wait_s: float) -> None:
         self._plan = _Plan(max_retries, max_retry_wait_s)
+
+    def _batch_args(self, batch_id: str, wait: bool, wait_s: float | None) -> dict[str, Any]:
+        """The GET of a batch: with ``wait``, the long-poll's parameters and a read timeout that outlasts it."""
+        if not wait:
+            return {"method": "GET", "path": f"/v1/batches/{_check_id(batch_id)}"}
+        params = {"wait": "true"} if wait_s is None else {"wait": "true", "wait_s": repr(float(wait_s))}
+        timeout = httpx.Timeout(self.timeout_s, read=(wait_s or BATCH_WAIT_S) + self.timeout_s)
+        return {"method": "GET", "path": f"/v1/batches/{_check_id(batch_id)}", "params": params, "timeout": timeout}
 
     @staticmethod
     def _submit_args(
@@ -550,25 +570,30 @@ class Client(_Base):
         body = self._request("POST", "/v1/batches", ok=(202,), json={"jobs": [job_payload(j) for j in jobs]}).json()
         return SubmittedBatch(str(body["id"]), [str(i) for i in body["jobs"]])
 
-    def get_batch(self, batch_id: str) -> BatchResult:
-        return BatchResult.from_json(self._request("GET", f"/v1/batches/{_check_id(batch_id)}").json())
+    def get_batch(self, batch_id: str, wait: bool = False, *, wait_s: float | None = None) -> BatchResult:
+        """The batch now; with ``wait``, once every job has finished or after ``wait_s`` (server's default and
+        maximum: 60 s), whichever comes first: ``done`` says which."""
+        return BatchResult.from_json(self._request(**self._batch_args(batch_id, wait, wait_s)).json())
 
     def wait_batch(
         self, batch_id: str, timeout_s: float | None = None, on_progress: ProgressCallback | None = None
     ) -> BatchResult:
-        """Poll the batch until every job has finished; ``on_progress`` sees each poll's BatchResult."""
+        """Long-poll the batch until every job has finished; ``on_progress`` sees each answer's BatchResult (one
+        a second at least, while the batch runs). With ``timeout_s``, raises ApiError(code="timeout") after it."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         interval = POLL_START_S
         while True:
-            batch = self.get_batch(batch_id)
+            wait_s, asked = _batch_wait_s(deadline, on_progress), time.monotonic()
+            batch = self.get_batch(batch_id, True, wait_s=wait_s)
             if on_progress is not None:
                 on_progress(batch)
             if batch.done:
                 return batch
-            if deadline is not None and time.monotonic() + interval > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise ApiError(None, "timeout", f"batch {batch_id} had not finished after {timeout_s} s", "id")
-            time.sleep(interval)
-            interval = _poll_interval(interval)
+            if time.monotonic() - asked < wait_s / 2:  # not done, yet answered early: a server without the long-poll
+                time.sleep(interval)
+                interval = _poll_interval(interval)
 
     def batch(
         self, jobs: Sequence[JobLike], timeout_s: float | None = None, on_progress: ProgressCallback | None = None
@@ -736,8 +761,8 @@ class AsyncClient(_Base):
         body = response.json()
         return SubmittedBatch(str(body["id"]), [str(i) for i in body["jobs"]])
 
-    async def get_batch(self, batch_id: str) -> BatchResult:
-        return BatchResult.from_json((await self._request("GET", f"/v1/batches/{_check_id(batch_id)}")).json())
+    async def get_batch(self, batch_id: str, wait: bool = False, *, wait_s: float | None = None) -> BatchResult:
+        return BatchResult.from_json((await self._request(**self._batch_args(batch_id, wait, wait_s))).json())
 
     async def wait_batch(
         self, batch_id: str, timeout_s: float | None = None, on_progress: ProgressCallback | None = None
@@ -745,15 +770,17 @@ class AsyncClient(_Base):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         interval = POLL_START_S
         while True:
-            batch = await self.get_batch(batch_id)
+            wait_s, asked = _batch_wait_s(deadline, on_progress), time.monotonic()
+            batch = await self.get_batch(batch_id, True, wait_s=wait_s)
             if on_progress is not None:
                 on_progress(batch)
             if batch.done:
                 return batch
-            if deadline is not None and time.monotonic() + interval > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise ApiError(None, "timeout", f"batch {batch_id} had not finished after {timeout_s} s", "id")
-            await asyncio.sleep(interval)
-            interval = _poll_interval(interval)
+            if time.monotonic() - asked < wait_s / 2:  # not done, yet answered early: a server without the long-poll
+                await asyncio.sleep(interval)
+                interval = _poll_interval(interval)
 
     async def batch(
         self, jobs: Sequence[JobLike], timeout_s: float | None = None, on_progress: ProgressCallback | None = None
