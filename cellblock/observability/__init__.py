@@ -5,8 +5,8 @@ hosts is scraped through the API alone.
 
 - The API process counts its own HTTP requests (`http.Observe`, route templates as labels) in a registry of
   its own, and serves everything at ``GET /metrics`` (`exporter`).
-- Each worker records a finished job's metrics (jobs by language, state and verdict; steps by isolation; time in queue; run
-  time; sandbox overhead per step) in the job store, in the transaction that stores the result
+- Each worker records a finished job's metrics (jobs by language, state and verdict; steps by isolation; time
+  in queue; run time; sandbox overhead per step) in the job store, in the transaction that stores the result
   (`jobstats`): exact counts across hosts, processes and restarts, with no multiprocess files.
 - At scrape time the API reads the backlog per queue, every live worker's slots and busy slots, and the
   recorded job metrics (`exporter.cluster_families`).
