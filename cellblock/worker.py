@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 from celery.exceptions import Reject
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_shutdown
 
 from cellblock.config import Settings
 from cellblock.dispatch import EXECUTE_TASK, broker_redis_url, language_queue, make_celery
@@ -305,6 +305,15 @@ def build_app(settings: Settings, languages: list[str], name: str, sealer: Seale
         configure_logging(settings.log_format, settings.log_level)
 
     setup_logging.connect(own_logging, weak=False)
+
+    def close_warm_slots(**_: Any) -> None:
+        # A pool process ends with os._exit (billiard): the host's atexit hook never runs there, and its warm
+        # slots' /box mounts would outlive the worker (the next start's sweep would find them).
+        runtime = _RUNTIME.get(os.getpid())
+        if runtime is not None:
+            runtime.engine.host.close_warm()
+
+    worker_process_shutdown.connect(close_warm_slots, weak=False)
 
     @app.task(name=EXECUTE_TASK, max_retries=0, bind=True)
     def execute(self: Any, token: Any = None, *extra: Any, **kwargs: Any) -> None:

@@ -280,3 +280,28 @@ def store_attempts(svc: Embedded, ids: dict[str, str]) -> dict[str, int]:
 
     client = redis.Redis(unix_socket_path=str(svc.data / "redis" / "redis.sock"), decode_responses=True)
     return {tag: int(client.hget(f"cb:job:{job_id}", "attempts") or 0) for tag, job_id in ids.items()}
+
+
+def test_a_warm_service_stops_with_nothing_left(embedded: Embedded) -> None:
+    """isolation=warm: each pool process keeps warm slots (a /box mount, a long-lived bwrap, a pre-warmed Python)
+    between jobs; after SIGTERM none of them may outlive the service (pool processes end with os._exit, so this
+    needs the worker's process-shutdown hook, not atexit)."""
+    embedded.env["CELLBLOCK_ISOLATION"] = "warm"
+    embedded.start()
+    with embedded.client() as api:
+        jobs = [{"language": "python3", "files": [{"name": "main.py", "content": "print(6 * 7)"}]},
+                {"language": "c", "files": [{"name": "main.c", "content": '#include <stdio.h>\nint main(void)'
+                                                                          '{ puts("42"); return 0; }'}]}]  # fmt: skip
+        for job in jobs * 2:  # twice: with 2 slots, both pool processes may hold a warm slot
+            body = api.post("/v1/jobs", params={"wait": "true"}, json=job).json()
+            assert body["verdict"] == "accepted" and body["tests"][0]["run"]["stdout"] == "42\n", body
+            assert body["tests"][0]["run"]["isolation"] in ("warm", "prewarmed"), body
+        assert mounts_under(embedded.data) != [], "no warm /box is mounted: this test would prove nothing"
+        tree = descendants(embedded.proc.pid)  # type: ignore[union-attr]
+    assert embedded.terminate().stopped_after_s <= GRACE_S + 5
+    # Zombies (empty argv) are left out: where pid 1 does not reap (this machine's init), a destroyed slot's inner
+    # bwrap, orphaned when its outer process died first, stays one for good: not a process of ours that runs.
+    assert_nothing_left(embedded, {pid: argv for pid, argv in tree.items() if argv}, {0, 1})
+    settings = embedded.settings
+    slot_cgroups = [str(p) for p in settings.cgroup_root.glob(f"*/{settings.cgroup_name}/slot*/*") if p.is_dir()]
+    assert slot_cgroups == [], "cgroups of warm slots (or their runs) are left"
