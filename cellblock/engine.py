@@ -107,11 +107,12 @@ def to_step_result(raw: RawResult) -> StepResult:
 
 
 def run_limits(limits: ResolvedLimits, language: Language, *, compiling: bool) -> RunLimits:
-    """User limits plus the language's documented overheads (threads, runtime memory)."""
+    """User limits plus the language's documented overheads (threads, runtime memory, start-up CPU of a run)."""
     tweaks = language.limits
+    start_up_s = 0.0 if compiling else tweaks.extra_cpu_time_s
     return RunLimits(
-        cpu_time_s=limits.cpu_time_s,
-        wall_time_s=limits.wall_time_s,
+        cpu_time_s=limits.cpu_time_s + start_up_s,
+        wall_time_s=limits.wall_time_s + start_up_s,
         memory_kib=(limits.memory_mib + tweaks.extra_memory_mib) * 1024,
         processes=limits.processes + tweaks.extra_processes,
         output_bytes=limits.output_kib * 1024,

@@ -39,6 +39,14 @@ class LanguageLimits(BaseModel):
     )
     extra_processes: int = Field(0, ge=0, description="Threads the runtime needs on top of the user's limit.")
     extra_memory_mib: int = Field(0, ge=0, description="Runtime overhead added to the user's memory limit.")
+    extra_cpu_time_s: float = Field(
+        0,
+        ge=0,
+        le=30,
+        description="The runtime's own start-up CPU, added to the user's CPU and wall limits of a run (not of a "
+        "compile): a runtime that compiles its standard library at every start (Clojure) would otherwise spend "
+        "most of a default limit before the user's first line.",
+    )
     compile_address_space: bool = Field(False, description="The same backstop for the compiler.")
     min_file_size_mib: int = Field(
         0,

@@ -195,3 +195,17 @@ def test_a_file_size_floor_applies_to_that_language_only() -> None:
     assert run_limits(small, registry.get("python3"), compiling=False).file_size_bytes == 1 << 20
     big = DEFAULT_RUN.model_copy(update={"file_size_kib": 128 * 1024})
     assert run_limits(big, floored, compiling=False).file_size_bytes == 128 << 20
+
+
+def test_start_up_cpu_is_added_to_a_run_but_not_to_a_compile() -> None:
+    from cellblock.config import DEFAULT_RUN
+    from cellblock.engine import run_limits
+
+    registry = Registry.load()
+    clojure = registry.get("clojure")
+    assert clojure.limits.extra_cpu_time_s >= 1.5  # its measured start-up (clojure.toml)
+    run = run_limits(DEFAULT_RUN, clojure, compiling=False)
+    assert run.cpu_time_s == DEFAULT_RUN.cpu_time_s + clojure.limits.extra_cpu_time_s
+    assert run.wall_time_s == DEFAULT_RUN.wall_time_s + clojure.limits.extra_cpu_time_s
+    assert run_limits(DEFAULT_RUN, clojure, compiling=True).cpu_time_s == DEFAULT_RUN.cpu_time_s
+    assert run_limits(DEFAULT_RUN, registry.get("python3"), compiling=False).cpu_time_s == DEFAULT_RUN.cpu_time_s
