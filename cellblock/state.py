@@ -64,7 +64,12 @@ log = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "cb:cancel"
 # A batch member finished: count it; when none is left, the batch's retention clock starts. Atomic.
+# KEYS[1] the batch hash, ARGV[1] the retention (s), ARGV[2] the job id. Once per job: a job can be finished twice
+# (cancelled while queued in the API as a worker takes it; redelivered), so the hash remembers who was counted.
 BATCH_MEMBER_FINISHED_LUA = """
+if redis.call('HSETNX', KEYS[1], 'finished:' .. ARGV[2], 1) == 0 then
+  return tonumber(redis.call('HGET', KEYS[1], 'remaining') or 0)
+end
 local left = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 if left <= 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return left

@@ -193,7 +193,7 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: d
         for key in retention_keys(fields):
             pipe.expire(key, ttl)
         if fields.get("batch"):  # the batch's `remaining` count, which batch long-polls watch (and its retention)
-            pipe.eval(BATCH_MEMBER_FINISHED_LUA, 1, batch_key(fields["batch"]), ttl)
+            pipe.eval(BATCH_MEMBER_FINISHED_LUA, 1, batch_key(fields["batch"]), ttl, result.id)
         pipe.srem(running_key(runtime.name), result.id)
         if fields.get(JOB_API_KEY_FIELD):  # the job counted in its API key's max_running (cellblock.quotas)
             pipe.zrem(api_key_running_key(fields[JOB_API_KEY_FIELD]), result.id)

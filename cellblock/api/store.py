@@ -187,7 +187,7 @@ class AsyncStore:
                 await pipe.execute()
             if fields.get("batch"):
                 await self.redis.eval(BATCH_MEMBER_FINISHED_LUA, 1, batch_key(fields["batch"]),
-                                      self.settings.result_retention_s)  # fmt: skip
+                                      self.settings.result_retention_s, job_id)  # fmt: skip
         await self.redis.publish(CANCEL_CHANNEL, job_id)
         return JobState.CANCELLED
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from cellblock.client import ApiError, AsyncClient, Client
+from cellblock.state import BATCH_MEMBER_FINISHED_LUA
 from tests.service.conftest import Service, assert_error
 
 pytestmark = pytest.mark.sandbox
@@ -74,6 +75,20 @@ def test_a_member_cancelled_while_queued_counts_as_finished(api: httpx.Client, s
     assert body["done"] is True and body["states"] == {"done": 3, "cancelled": 1}, body
     assert elapsed > 0.4  # the second round of half-second jobs ran after the request came
     assert service.redis.client().hget(f"cb:batch:{batch['id']}", "remaining") == "0"  # the cancel counted too
+
+
+def test_a_member_counts_once_however_often_it_finishes(service: Service) -> None:
+    """A job can be finished twice (cancelled while queued as a worker takes it, or redelivered): the batch's
+    `remaining` count moves once per member, and the batch's retention starts with its last member."""
+    store = service.redis.client()
+    key = f"cb:batch:count-once-{time.time_ns()}"
+    store.hset(key, mapping={"remaining": 2})
+    for _ in range(3):
+        store.eval(BATCH_MEMBER_FINISHED_LUA, 1, key, 60, "job-a")
+    assert store.hget(key, "remaining") == "1" and store.ttl(key) == -1
+    store.eval(BATCH_MEMBER_FINISHED_LUA, 1, key, 60, "job-b")
+    assert store.hget(key, "remaining") == "0" and 0 < store.ttl(key) <= 60
+    store.delete(key)
 
 
 def test_a_count_that_misleads_cannot_hold_the_answer(api: httpx.Client, service: Service) -> None:
