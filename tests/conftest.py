@@ -57,6 +57,16 @@ def engine(settings: Settings, registry: Registry, host: SandboxHost) -> Engine:
     return Engine(settings, registry, host)
 
 
+@pytest.fixture(autouse=True)
+def warm_slots_given_back(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under a warm setting a session host keeps its idle warm slots (a mounted /box, a live sandbox, the slot's
+    lock) between jobs: give them back after every test that used one, so that no other test's "nothing left
+    behind" check, here or in another xdist worker, takes them for leftovers. A no-op under isolation=fresh."""
+    yield
+    if "host" in request.fixturenames:
+        request.getfixturevalue("host").close_warm()
+
+
 @pytest.fixture
 def run_job(engine: Engine) -> Any:
     """run_job(language, source, **JobSpec fields) -> JobResult, through the real sandbox."""

@@ -179,12 +179,13 @@ def jobs_in_pool(worker_pid: int, tags: set[str]) -> dict[str, int]:
     """tag → the Celery pool process (a child of the worker's main process) whose sandbox runs that job.
 
     Walks only the worker's own tree (pool process → cellblock-launch/bwrap → …), a few /proc reads, so a kill
-    can land within a millisecond of the sandbox's launch: also while bwrap is still setting it up.
+    can land within a millisecond of the sandbox's launch: also while bwrap is still setting it up. Deep enough for
+    a warm slot's program too: bwrap → bwrap → helper (or the zygote's two levels) → the run's init → program.
     """
     found: dict[str, int] = {}
     for pool in children(worker_pid):
         frontier = children(pool)
-        for _ in range(4):
+        for _ in range(7):
             for pid in frontier:
                 argv = argv_of(pid)
                 for tag in tags:

@@ -164,11 +164,14 @@ def kill_processes_of(data_dir: Path) -> None:
 
 
 def slots_running(tags: set[str]) -> set[int]:
-    """Slot indexes whose /box the tagged jobs' bwrap binds."""
+    """Slot indexes running the tagged jobs: fresh, the slot whose /box the job's bwrap binds; warm, the slot whose
+    run cgroup holds the job's program (a warm slot's bwrap was started before the job and does not name it)."""
     slots = set()
-    for _, argv in process_table().values():
+    for pid, (_, argv) in process_table().items():
         if any(tag.encode() in argv for tag in tags):
             slots |= {int(m) for m in re.findall(rb"/slots/slot(\d+)/box", argv)}
+            with contextlib.suppress(OSError):
+                slots |= {int(m) for m in re.findall(r"/slot(\d+)/run", Path(f"/proc/{pid}/cgroup").read_text())}
     return slots
 
 
