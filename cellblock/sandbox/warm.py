@@ -96,6 +96,7 @@ START_TIMEOUT_S = 5.0  # bwrap + helper start in ≈ 4 ms; this only bounds a br
 PID_TIMEOUT_S = 2.0  # 'R' → 'P': one clone and four mounts (≈ 0.3 ms)
 REPORT_GRACE_S = 0.5  # after the wall limit (or a kill), how long the helper has to report 'X'
 WIPE_TIMEOUT_S = 10.0  # a full /box (its inode cap) empties in well under a second
+OUTER_EXIT_TIMEOUT_S = 1.0  # destroy: bwrap's outer process exits within milliseconds of its child's death
 CLEANUP_TIMEOUT_S = 10.0  # shared mode, 'X' → 'c': /tmp and /dev/shm (no inode cap) full of tiny files take longest
 SLOT_CGROUP = "warm"  # the slot's own processes (bwrap ×2, helper); runs are siblings named RUN_CGROUP
 RUN_CGROUP = "run"
@@ -255,7 +256,18 @@ class WarmSlot:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        if self._proc is not None:
+        if self._proc is not None and self._slot_cgroup is not None:
+            # Inside first (bwrap's sandbox init, the helper; the runs die with their pid namespaces), so that bwrap's
+            # outer process reaps its child and exits by itself: killed first, it would leave that child to the
+            # machine's init, a zombie for good where init does not reap (seen on these machines).
+            outer = self._proc.pid
+            for pid in self._slot_cgroup.pids():
+                if pid != outer:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(OUTER_EXIT_TIMEOUT_S)
+        if self._proc is not None and self._proc.returncode is None:  # never a reaped pid: it may be reused
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
         if self._slot_cgroup is not None:
