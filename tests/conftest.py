@@ -63,8 +63,9 @@ def warm_slots_given_back(request: pytest.FixtureRequest) -> Iterator[None]:
     lock) between jobs: give them back after every test that used one, so that no other test's "nothing left
     behind" check, here or in another xdist worker, takes them for leftovers. A no-op under isolation=fresh."""
     yield
-    if "host" in request.fixturenames:
-        request.getfixturevalue("host").close_warm()
+    used = getattr(request.node, "funcargs", {}).get("host")  # a test's own parameter may be called "host" too
+    if isinstance(used, SandboxHost):
+        used.close_warm()
 
 
 @pytest.fixture
