@@ -225,7 +225,7 @@ class Sandbox:
                 result = warm.run(spec, message, observer)
             except SlotBroken as again:
                 self._restart_warm(warm.ro_binds, warm.prewarm)
-                return self._fresh(spec, observer, f"warm slot failed twice: {again.message}")
+                return self._fresh(spec, observer, NOTE_SLOT_FAILED + again.message)
         if not warm.healthy:
             self._restart_warm(warm.ro_binds, warm.prewarm)  # never reused: the next run gets a new sandbox
         kind = "warm-shared" if warm.shared else "prewarmed" if warm.prewarm is not None else "warm"

@@ -338,18 +338,16 @@ class WarmSlot:
         self.runs += 1
         try:
             return self._run_in(spec, message, observer)
-        except SlotBroken:
+        except SandboxFailure:  # SlotBroken, or a cgroup we could not create or remove with the run's init waiting
             self.healthy = False
-            raise
-        except SandboxFailure:
-            self.healthy = False  # a cgroup we could not create or remove, with the run's init waiting for go
             raise
         finally:
             cgroup, self._current = self._current, None
-            if cgroup is not None and not self.healthy:
-                self._remove_run_cgroup(cgroup)
-            elif cgroup is not None:
-                self._spent = cgroup  # removed while the next run's init is being set up (see _run_in)
+            if cgroup is not None:
+                if self.healthy:
+                    self._spent = cgroup  # removed while the next run's init is being set up (see _run_in)
+                else:
+                    self._remove_run_cgroup(cgroup)
 
     def _remove_run_cgroup(self, cgroup: RunCgroup) -> None:
         try:
