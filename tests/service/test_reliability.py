@@ -279,7 +279,8 @@ def running_starts(svc: Service, job_id: str) -> list[tuple[float, str]]:
 
 def assert_echoed(api: httpx.Client, job_id: str, expected: str) -> None:
     body = api.get(f"/v1/jobs/{job_id}").json()
-    assert body["state"] == "done" and body["verdict"] == "accepted", body
+    why = f"{body['state']} {body['verdict']}: {body.get('message')}; steps: {body.get('compile')} {body.get('tests')}"
+    assert body["state"] == "done" and body["verdict"] == "accepted", why
     assert body["tests"][0]["run"]["stdout"] == expected + "\n", body
 
 
