@@ -24,6 +24,9 @@ import httpx
 import pytest
 import redis
 
+from cellblock.config import Settings
+from cellblock.local import sweep_slots
+
 CELLBLOCK = [sys.executable, "-m", "cellblock"]
 
 
@@ -159,6 +162,10 @@ class Service:
         for proc in [self.api, self.webhooks, *self.workers]:
             self.kill_group(proc, signal.SIGKILL)
         self.redis.stop()
+        # A worker killed by a test leaves its slots' /box mounts under our data dir (a warm slot keeps its /box
+        # mounted for its life) and their cgroups: swept as `cellblock serve` does at its stop, so that nothing
+        # of this service outlives it on the machine.
+        sweep_slots(Settings(data_dir=self.root / "data"))
 
 
 def make_service(broker_url: str | None = None, **env_overrides: str) -> Service:
