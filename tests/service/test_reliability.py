@@ -132,10 +132,25 @@ def cluster(tags: Iterable[str] = (), broker: Broker | None = None, **env: str) 
     svc = make_service(broker.url if broker else None, **env)
     try:
         yield svc
+    except BaseException:
+        print_worker_errors(svc)
+        raise
     finally:
         svc.stop()
         describe_and_kill(tagged_processes({*tags, str(svc.root)}))
         shutil.rmtree(svc.root, ignore_errors=True)
+
+
+def print_worker_errors(svc: Service, context: int = 30) -> None:
+    """A failing test shows what its workers logged at ERROR (with the traceback after it) before the service's
+    directory goes: "internal error while running the job" in a result is only the user's half of the story."""
+    for path in sorted(svc.root.glob("worker-*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        marks = [i for i, line in enumerate(lines) if "ERROR" in line or "Traceback" in line]
+        shown = sorted({j for i in marks for j in range(i, min(i + context, len(lines)))})
+        if shown:
+            print(f"--- {path.name}: ERROR lines and what follows them")
+            print("\n".join(lines[j] for j in shown[:400]))
 
 
 # --- processes -----------------------------------------------------------------------------------------------
