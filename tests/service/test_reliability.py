@@ -141,16 +141,22 @@ def cluster(tags: Iterable[str] = (), broker: Broker | None = None, **env: str) 
         shutil.rmtree(svc.root, ignore_errors=True)
 
 
-def print_worker_errors(svc: Service, context: int = 30) -> None:
-    """A failing test shows what its workers logged at ERROR (with the traceback after it) before the service's
-    directory goes: "internal error while running the job" in a result is only the user's half of the story."""
+def print_worker_errors(svc: Service, limit: int = 400) -> None:
+    """A failing test shows what its workers logged at ERROR (each with the traceback under it) before the
+    service's directory goes: "internal error while running the job" in a result is only the user's half of the
+    story. Celery's WorkerLostError reports are left out: the kill tests cause them on purpose."""
     for path in sorted(svc.root.glob("worker-*.log")):
-        lines = path.read_text(errors="replace").splitlines()
-        marks = [i for i, line in enumerate(lines) if "ERROR" in line or "Traceback" in line]
-        shown = sorted({j for i in marks for j in range(i, min(i + context, len(lines)))})
+        blocks: list[list[str]] = []
+        for line in path.read_text(errors="replace").splitlines():
+            if line[:4].isdigit() and line[4:5] == "-":  # a new log record (timestamped)
+                blocks.append([line])
+            elif blocks:
+                blocks[-1].append(line)  # its traceback
+        shown = [line for block in blocks if " ERROR " in block[0] and "WorkerLostError" not in block[0]
+                 for line in block]  # fmt: skip
         if shown:
-            print(f"--- {path.name}: ERROR lines and what follows them")
-            print("\n".join(lines[j] for j in shown[:400]))
+            print(f"--- {path.name}: ERROR records")
+            print("\n".join(shown[:limit]))
 
 
 # --- processes -----------------------------------------------------------------------------------------------
