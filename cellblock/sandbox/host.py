@@ -248,8 +248,13 @@ class Sandbox:
         """Mount this slot's /box for good (wiped between jobs, not unmounted) and start its warm sandbox."""
         settings = self._host.settings
         self.box.mkdir(mode=0o755, exist_ok=True)
-        if not is_mount(self.box):
-            mount_tmpfs(self.box, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
+        # Never adopt a /box already mounted here: it is a killed holder's, with its job's files in it. The sweep
+        # would have removed it, but it runs only when this slot's dirty marker is there, and that marker is
+        # machine-wide while slot dirs are per data dir: a process of another service on this machine may have
+        # swept its own dir for this slot and removed the marker, leaving ours.
+        if is_mount(self.box):
+            unmount(self.box)
+        mount_tmpfs(self.box, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
         self._restart_warm(ro_binds)
 
     def _restart_warm(self, ro_binds: list[str], prewarm: Prewarm | None = None) -> WarmSlot:

@@ -7,6 +7,7 @@ setting sends fresh says so, with the reason in the result's note and in the log
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from cellblock.engine import Engine
 from cellblock.errors import SandboxFailure
 from cellblock.languages.registry import Registry
 from cellblock.models import JobResult, JobSpec, Verdict
-from cellblock.sandbox.host import SandboxHost
+from cellblock.sandbox.host import Sandbox, SandboxHost
+from cellblock.sandbox.mounts import is_mount, mount_tmpfs
 from cellblock.sandbox.spec import RawResult, RunLimits, RunSpec
 from cellblock.sandbox.warm import SlotBroken, WarmSlot
 
@@ -160,3 +162,25 @@ def test_a_slot_that_cannot_start_sends_the_job_fresh(
     assert (raw.outcome, raw.isolation) == ("ok", "fresh")
     assert raw.isolation_note == "warm slot could not start: the warm slot did not start: refused for the test"
     assert [r.levelname for r in caplog.records] == ["WARNING"]  # once, by the pool
+
+
+def test_a_warm_slot_never_adopts_a_box_left_mounted_by_a_killed_holder(host_for: HostFor) -> None:
+    """A killed worker leaves its warm /box mounted, with its job's files in it. The sweep that removes it runs
+    only when the slot's dirty marker is there, and that marker is machine-wide while slot dirs are per data dir:
+    another service's process may have swept its own dir for this slot and removed it. The next warm slot here
+    must still start on an empty /box (the full suite under warm saw main.py there: FileExistsError)."""
+    host = host_for("warm")
+    fd, index = host._lock_a_slot()
+    sandbox = Sandbox(host, index, fd)
+    try:
+        sandbox._prepare_dirs()
+        sandbox.box.mkdir(mode=0o755, exist_ok=True)
+        mount_tmpfs(sandbox.box, 1 << 20, 64, sandbox.uid, sandbox.uid)
+        (sandbox.box / "main.py").write_text("the killed job's\n")
+        (host.settings.slot_lock_dir / f"slot{index}.dirty").unlink()  # as the other service's sweep left it
+        sandbox.start_warm([])
+        assert is_mount(sandbox.box) and list(sandbox.box.iterdir()) == []
+    finally:
+        sandbox.close_warm()
+        sandbox._remove_dirs()
+        os.close(fd)
