@@ -173,12 +173,8 @@ class Sandbox:
         if name == "box" and self.warm is not None:
             yield from self._warm_workspace()
             return
-        settings = self._host.settings
         path = self.root / name
-        path.mkdir(mode=0o755, exist_ok=True)
-        if is_mount(path):
-            unmount(path)
-        mount_tmpfs(path, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
+        self._mount_new_box(path)
         try:
             yield path
         finally:
@@ -246,16 +242,19 @@ class Sandbox:
 
     def start_warm(self, ro_binds: list[str]) -> None:
         """Mount this slot's /box for good (wiped between jobs, not unmounted) and start its warm sandbox."""
-        settings = self._host.settings
-        self.box.mkdir(mode=0o755, exist_ok=True)
-        # Never adopt a /box already mounted here: it is a killed holder's, with its job's files in it. The sweep
-        # would have removed it, but it runs only when this slot's dirty marker is there, and that marker is
-        # machine-wide while slot dirs are per data dir: a process of another service on this machine may have
-        # swept its own dir for this slot and removed the marker, leaving ours.
-        if is_mount(self.box):
-            unmount(self.box)
-        mount_tmpfs(self.box, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
+        self._mount_new_box(self.box)
         self._restart_warm(ro_binds)
+
+    def _mount_new_box(self, path: Path) -> None:
+        """A new, empty, size-capped tmpfs at `path`. Never one already mounted there: that is a killed holder's,
+        with its job's files in it. The sweep would have removed it, but it runs only when this slot's dirty marker
+        is there, and that marker is machine-wide while slot dirs are per data dir: a process of another service on
+        this machine may have swept its own dir for this slot and removed the marker, leaving ours."""
+        settings = self._host.settings
+        path.mkdir(mode=0o755, exist_ok=True)
+        if is_mount(path):
+            unmount(path)
+        mount_tmpfs(path, settings.box_size_mib * 1024 * 1024, settings.box_inodes, self.uid, self.uid)
 
     def _restart_warm(self, ro_binds: list[str], prewarm: Prewarm | None = None) -> WarmSlot:
         if self.warm is not None:

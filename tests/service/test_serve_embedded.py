@@ -32,6 +32,7 @@ import pytest
 
 from cellblock.config import Settings
 from tests.service.conftest import free_port, wait_until
+from tests.service.test_reliability import process_table  # zombies left out
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -119,19 +120,6 @@ class Embedded:
 
 
 # --- what the service leaves behind ---------------------------------------------------------------------------
-
-
-def process_table() -> dict[int, tuple[int, bytes]]:
-    """pid → (ppid, argv) of every live process. Zombies are left out: they run nothing, and one whose parent
-    died is reaped by pid 1 — on some machines (this CI's) never, so it would look like a survivor forever."""
-    table: dict[int, tuple[int, bytes]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if stat[0] != "Z":
-                    table[int(entry.name)] = (int(stat[1]), (entry / "cmdline").read_bytes())
-    return table
 
 
 def descendants(root_pid: int) -> dict[int, bytes]:
