@@ -11,8 +11,8 @@ keeps its lock while it lives, so no other process can take its uid or cgroups m
 recently used idle one, starts a new one while under the cap, and otherwise gives a plain slot that runs fresh. A warm
 slot that breaks, or whose /box cannot be emptied, is destroyed and its lock released. `close_warm()` (also at exit)
 gives the idle ones back; a killed process leaves its slots dirty and the next holder sweeps them as usual. The
-launcher ties each slot's sandbox to the *thread* that started it (PR_SET_PDEATHSIG): start warm slots from threads
-that live as long as the host (Celery pool processes run jobs in their main thread).
+launcher ties each slot's sandbox to the *thread* that started it (PR_SET_PDEATHSIG), so only the main thread gets
+warm slots; other threads (self-test pools) run fresh (Celery pool processes run jobs in their main thread).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ WARM_ISOLATIONS = ("warm", "warm-shared")  # both use the warm pool; warm-shared
 # are fresh by design.
 NOTE_SLOT_FAILED = "warm slot failed twice: "  # SlotBroken before the program started, on two slots in a row
 NOTE_NO_START = "warm slot could not start: "  # the pool could not start a new slot for the job
+NOTE_NOT_MAIN_THREAD = "not the main thread: warm slots die with the thread that starts them"
 
 
 def _why_not_warm(spec: RunSpec) -> str:
@@ -342,7 +343,18 @@ class SandboxHost:
     @contextmanager
     def _warm_slot(self) -> Iterator[Sandbox]:
         """An idle warm slot of this process (most recently used first), a new one up to `warm_slots`, or else
-        a plain slot that runs fresh. A warm slot keeps its machine-wide lock while it lives."""
+        a plain slot that runs fresh. A warm slot keeps its machine-wide lock while it lives.
+
+        Only the main thread gets warm slots. A slot's sandbox dies with the thread that started it
+        (PR_SET_PDEATHSIG), so one started by a short-lived thread — the self-tests' thread pool in a worker's
+        main process or in `cellblock languages` — would die under the pool's feet, leave its bwrap a zombie of
+        ours, and hold its slot's lock (and uid) for nothing. Celery pool processes run jobs in their main thread.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            with self._fresh_slot() as fresh:
+                fresh.fresh_note = NOTE_NOT_MAIN_THREAD
+                yield fresh
+            return
         with self._warm_lock:
             sandbox = self._warm_idle.pop() if self._warm_idle else None
             create = sandbox is None and self._warm_count < self.settings.warm_slots

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from cellblock.engine import Engine
 from cellblock.errors import SandboxFailure
 from cellblock.languages.registry import Registry
 from cellblock.models import JobResult, JobSpec, Verdict
-from cellblock.sandbox.host import Sandbox, SandboxHost
+from cellblock.sandbox.host import NOTE_NOT_MAIN_THREAD, Sandbox, SandboxHost
 from cellblock.sandbox.mounts import is_mount, mount_tmpfs
 from cellblock.sandbox.spec import RawResult, RunLimits, RunSpec
 from cellblock.sandbox.warm import SlotBroken, WarmSlot
@@ -78,6 +79,20 @@ def test_under_warm_python_runs_prewarmed_or_warm_without_prewarm_runs(host_for:
     assert isolations(job(prewarmed, registry, "python3", PY_SOURCE, tests=[{}, {}])) == ["prewarmed", "prewarmed"]
     plain = host_for("warm", warm_slots=1, prewarm_runs=0)
     assert isolations(job(plain, registry, "python3", PY_SOURCE)) == ["warm"]
+
+
+def test_under_warm_only_the_main_thread_gets_warm_slots(host_for: HostFor) -> None:
+    """A slot's sandbox dies with the thread that started it (PR_SET_PDEATHSIG): a self-test thread pool that
+    started warm slots left them dead, their bwrap zombies, and their slots' locks held for the worker's life.
+    Other threads run fresh, say why, and hold no slot afterwards; the main thread still runs warm."""
+    host = host_for("warm", warm_slots=2)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        from_threads = list(pool.map(lambda _: raw_run(host), range(2)))
+    assert [(r.outcome, r.isolation, r.isolation_note) for r in from_threads] == [
+        ("ok", "fresh", NOTE_NOT_MAIN_THREAD)] * 2  # fmt: skip
+    assert host._warm_count == 0 and host._warm_idle == []
+    raw = raw_run(host)
+    assert (raw.outcome, raw.isolation, raw.isolation_note) == ("ok", "warm", None)
 
 
 def test_under_warm_shared_a_job_runs_warm_shared(host_for: HostFor, registry: Registry) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -57,6 +58,15 @@ class Shutdown:
     accepted: dict[str, str] = field(default_factory=dict)  # tag → job id accepted after the SIGTERM
 
 
+EMBEDDED_MAX_SLOTS = 16  # the sweep at stop walks this many slots (uids): the ranges below must not overlap
+
+
+def embedded_first_uid() -> int:
+    """61000 + 100 × the pytest-xdist worker's number (gw0, gw1, …): below the multihost tests' 62000 and 62100."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 61000 + 100 * int(worker.removeprefix("gw"))
+
+
 class Embedded:
     """One `cellblock serve --port P` process tree over one data dir."""
 
@@ -65,13 +75,18 @@ class Embedded:
         self.data = root / "data"
         self.port = free_port()
         # Slots of its own (lock dir, uids, cgroup subtree): what the test finds left in them after a stop is this
-        # service's, never that of a worker another test killed on a machine-wide slot meanwhile.
-        self.settings = Settings(slot_lock_dir=root / "slot-locks", first_uid=61000,
+        # service's, never that of a worker another test killed on a machine-wide slot meanwhile. The uids must be
+        # its own too, not only the lock dir: a slot's sweep kills every process of the slot's uid, so two of these
+        # services at once (pytest -n 2 runs two of these tests side by side) on one uid range killed each other's
+        # running jobs at their stops. One range per pytest-xdist worker; the tests of one worker run one by one.
+        self.settings = Settings(slot_lock_dir=root / "slot-locks", first_uid=embedded_first_uid(),
+                                 max_slots=EMBEDDED_MAX_SLOTS,
                                  cgroup_name=f"cellblock-embedded-{uuid.uuid4().hex[:8]}")  # fmt: skip
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(root),
                     "CELLBLOCK_DATA_DIR": str(self.data), "CELLBLOCK_SHUTDOWN_GRACE_S": str(GRACE_S),
                     "CELLBLOCK_SLOT_LOCK_DIR": str(self.settings.slot_lock_dir),
                     "CELLBLOCK_FIRST_UID": str(self.settings.first_uid),
+                    "CELLBLOCK_MAX_SLOTS": str(self.settings.max_slots),
                     "CELLBLOCK_CGROUP_NAME": self.settings.cgroup_name}  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -258,7 +273,7 @@ def test_serve_runs_jobs_stops_clean_and_resumes_after_restart(embedded: Embedde
                    timeout=60, interval=0.2, what="every job accepted before the restart")  # fmt: skip
         results = {tag: api.get(f"/v1/jobs/{job_id}").json() for tag, job_id in ids.items()}
         for tag, body in results.items():
-            assert body["verdict"] == "accepted" and body["tests"][0]["run"]["stdout"] == tag + "\n", body
+            assert body["verdict"] == "accepted" and body["tests"][0]["run"]["stdout"] == tag + "\n", json.dumps(body)
         store = store_attempts(embedded, ids)
         assert store[short] == 1, "the short job did not finish within the grace period: it ran again"
         assert store[long] == 2 and all(store[tag] == 1 for tag in [*queued, *shutdown.accepted]), store
