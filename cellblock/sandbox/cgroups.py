@@ -4,7 +4,7 @@ Layout (v1, one tree per controller we use)::
 
     <root>/memory/<name>/slot<k>/run<n>     memory.limit_in_bytes, memsw = the same (no swap)
     <root>/pids/<name>/slot<k>/run<n>       pids.max
-    <root>/cpuacct/<name>/slot<k>/run<n>    cpuacct.usage (ns), usage_user / usage_sys
+    <root>/cpuacct/<name>/slot<k>/run<n>    cpuacct.usage (ns)
 
 Layout (v2, one unified tree, delegated to us: systemd ``Delegate=yes`` or root enabling controllers)::
 
@@ -183,11 +183,8 @@ class V1Run(RunCgroup):
         mem = self.dirs["memory"]
         return CgroupStats(
             cpu_time_ns=_read_int(cpu / "cpuacct.usage"),
-            user_ns=_read_int(cpu / "cpuacct.usage_user"),
-            system_ns=_read_int(cpu / "cpuacct.usage_sys"),
             memory_peak_bytes=_read_int(mem / "memory.max_usage_in_bytes"),
             oom_kills=_read_keyed(mem / "memory.oom_control").get("oom_kill", 0),
-            pids_limit_hits=_read_keyed(self.dirs["pids"] / "pids.events").get("max", 0),
         )
 
     def procs_file(self) -> Path:
@@ -267,11 +264,8 @@ class V2Run(RunCgroup):
         cpu = _read_keyed(self.path / "cpu.stat")
         return CgroupStats(
             cpu_time_ns=cpu.get("usage_usec", 0) * 1000,
-            user_ns=cpu.get("user_usec", 0) * 1000,
-            system_ns=cpu.get("system_usec", 0) * 1000,
             memory_peak_bytes=_read_int(self.path / "memory.peak"),
             oom_kills=_read_keyed(self.path / "memory.events").get("oom_kill", 0),
-            pids_limit_hits=_read_keyed(self.path / "pids.events").get("max", 0),
         )
 
     def procs_file(self) -> Path:

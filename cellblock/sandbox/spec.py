@@ -59,11 +59,8 @@ class RunSpec:
 @dataclass(frozen=True)
 class CgroupStats:
     cpu_time_ns: int
-    user_ns: int
-    system_ns: int
     memory_peak_bytes: int
     oom_kills: int
-    pids_limit_hits: int
 
 
 @dataclass(frozen=True)

@@ -192,14 +192,10 @@ def test_v2_stats_are_parsed_from_the_counters(v2root: Path) -> None:
     )
     (path / "memory.peak").write_text("52428800\n")
     (path / "memory.events").write_text("low 0\nhigh 0\nmax 17\noom 2\noom_kill 1\noom_group_kill 1\n")
-    (path / "pids.events").write_text("max 3\n")
     stats = run.stats()
     assert stats.cpu_time_ns == 12_345_000
-    assert stats.user_ns == 10_000_000
-    assert stats.system_ns == 2_345_000
     assert stats.memory_peak_bytes == 52_428_800
     assert stats.oom_kills == 1  # oom_kill, not oom (2) nor max (17)
-    assert stats.pids_limit_hits == 3
     assert run.cpu_time_ns() == 12_345_000
 
 
@@ -207,7 +203,7 @@ def test_v2_stats_without_counters_are_zero(v2root: Path) -> None:
     # An old kernel without memory.peak, or a counter file that is gone: zeros, not a crash.
     run = V2Run(make_run_dir(v2root / "r"))
     stats = run.stats()
-    assert (stats.cpu_time_ns, stats.memory_peak_bytes, stats.oom_kills, stats.pids_limit_hits) == (0, 0, 0, 0)
+    assert (stats.cpu_time_ns, stats.memory_peak_bytes, stats.oom_kills) == (0, 0, 0)
 
 
 def test_v2_attach_writes_the_pid(v2root: Path) -> None:
@@ -567,7 +563,6 @@ def test_v1_stats_count_cpu_and_memory_after_attach(v1: CgroupV1) -> None:
     assert stats.memory_peak_bytes >= 48 << 20  # the bytearray was allocated inside the cgroup
     assert stats.memory_peak_bytes < 256 << 20
     assert stats.oom_kills == 0
-    assert stats.pids_limit_hits == 0
 
 
 @pytest.mark.sandbox
@@ -595,7 +590,8 @@ def test_v1_pids_limit_hit_is_counted(v1: CgroupV1) -> None:
     try:
         run.attach(proc.pid)
         _go(proc)
-        _wait_for(lambda: run.stats().pids_limit_hits > 0)
+        # the kernel's own count of refused forks (nothing of ours reads it: the test looks at the file)
+        _wait_for(lambda: (run.dirs["pids"] / "pids.events").read_text().strip() != "max 0")
         assert len(run.pids()) <= 3
     finally:
         run.remove()  # kills the shell and its sleeps
