@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     tmp_size_mib: int = Field(64, ge=1, description="Size of the per-run tmpfs at /tmp.")
     poll_interval_s: float = Field(0.01, gt=0, le=0.5, description="How often the CPU/output watcher looks.")
     isolation: Literal["fresh", "warm", "warm-shared"] = Field(
-        "fresh",
+        "warm",
         description="fresh: a new bubblewrap sandbox per run. warm: runs reuse a long-lived sandbox per slot, each "
         "run in fresh pid, mount and IPC namespaces (see cellblock/sandbox/warm.py). warm-shared (opt-in, for "
         "trusted batch work): runs share the slot's namespaces; the slot is cleaned and checked after each run, "
