@@ -76,6 +76,9 @@ class Runner:
         self.sandboxes: dict[str, Sandbox] = {}
         for mode, isolation in MODES.items():
             host = SandboxHost(Settings(data_dir=data_dir, isolation=isolation, warm_slots=1))
+            # Registered before the slot is entered, so it runs after the slot is given back: close_warm destroys
+            # idle warm slots only (a slot still held stayed up, its /box mounted, after the bench).
+            self._stack.callback(host.close_warm)
             sandbox = self._stack.enter_context(host.slot())
             box = self._stack.enter_context(sandbox.workspace())
             shutil.copy2(binary, box / "hello")
@@ -84,7 +87,6 @@ class Runner:
                 os.chown(box / name, sandbox.uid, sandbox.uid)
             self.sandboxes[mode] = sandbox
             if mode != "fresh":
-                self._stack.callback(host.close_warm)
                 assert sandbox.warm is not None, f"the {isolation} host did not start a warm slot"
         (data_dir / "main.py").write_text("print(1)\n")
         self.bare_argv = {
