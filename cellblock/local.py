@@ -218,11 +218,14 @@ class Supervisor:
 
 
 def sweep_slots(settings: Settings) -> None:
-    """Remove whatever killed workers left: cgroups and mounts of every slot nobody holds."""
+    """Remove whatever killed workers left: cgroups and mounts of every slot nobody holds, and every mount left
+    under this data dir (the caller has stopped every process of it, whoever holds its slots' locks now)."""
     with contextlib.suppress(SandboxUnavailable):
         from cellblock.sandbox.host import SandboxHost
 
-        SandboxHost(settings).sweep_idle_slots()
+        host = SandboxHost(settings)
+        host.sweep_idle_slots()
+        host.unmount_stopped_boxes()
 
 
 def serve_embedded(settings: Settings, say: Callable[[str], None]) -> int:

@@ -455,6 +455,20 @@ class SandboxHost:
                 os.close(fd)
         return swept
 
+    def unmount_stopped_boxes(self) -> int:
+        """Unmount every /box (or checker box) left under this data dir's slot dirs. Only for a caller that has
+        stopped every process using this data dir (`cellblock serve` and `cellblock folder` at their stop): such
+        a mount is a killed worker's whatever the slot's machine-wide lock says. `sweep_idle_slots` skips a slot
+        another service on the machine holds at that moment, and with it our data dir's leftover (a warm slot
+        keeps its /box mounted for its life). Returns how many were unmounted."""
+        unmounted = 0
+        for slot_dir in (self.settings.data_dir / "slots").glob("slot*"):
+            for leftover in slot_dir.iterdir() if slot_dir.is_dir() else ():
+                if leftover.is_dir() and is_mount(leftover):
+                    unmount(leftover)
+                    unmounted += 1
+        return unmounted
+
     def _lock_a_slot(self) -> tuple[int, int]:
         limit = self.settings.max_slots
         while True:

@@ -19,9 +19,10 @@ from cellblock.config import Settings
 from cellblock.engine import Engine
 from cellblock.errors import SandboxFailure
 from cellblock.languages.registry import Registry
+from cellblock.local import sweep_slots
 from cellblock.models import JobResult, JobSpec, Verdict
 from cellblock.sandbox.host import NOTE_NOT_MAIN_THREAD, Sandbox, SandboxHost
-from cellblock.sandbox.mounts import is_mount, mount_tmpfs
+from cellblock.sandbox.mounts import is_mount, mount_tmpfs, unmount
 from cellblock.sandbox.spec import RawResult, RunLimits, RunSpec
 from cellblock.sandbox.warm import SlotBroken, WarmSlot
 
@@ -177,6 +178,27 @@ def test_a_slot_that_cannot_start_sends_the_job_fresh(
     assert (raw.outcome, raw.isolation) == ("ok", "fresh")
     assert raw.isolation_note == "warm slot could not start: the warm slot did not start: refused for the test"
     assert [r.levelname for r in caplog.records] == ["WARNING"]  # once, by the pool
+
+
+def test_a_stopped_service_sweep_unmounts_its_boxes_even_in_slots_another_process_holds(host_for: HostFor) -> None:
+    """`cellblock serve` sweeps at its stop, its workers gone. A killed worker's /box under its data dir must go
+    even when the slot's machine-wide lock is held by another service at that moment (the idle-slot sweep skips
+    such a slot): the full suite under warm left one /box mounted under a test service's data dir this way."""
+    host = host_for("warm")
+    fd, index = host._lock_a_slot()  # "another service" holds the slot now
+    sandbox = Sandbox(host, index, fd)
+    try:
+        sandbox._prepare_dirs()
+        sandbox.box.mkdir(mode=0o755, exist_ok=True)
+        mount_tmpfs(sandbox.box, 1 << 20, 64, sandbox.uid, sandbox.uid)  # as the killed worker left it
+        sweep_slots(host.settings)
+        assert not is_mount(sandbox.box)
+    finally:
+        if is_mount(sandbox.box):
+            unmount(sandbox.box)
+        sandbox.box.rmdir()
+        sandbox._remove_dirs()
+        os.close(fd)
 
 
 def test_a_warm_slot_never_adopts_a_box_left_mounted_by_a_killed_holder(host_for: HostFor) -> None:
