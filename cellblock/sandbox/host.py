@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -470,7 +471,11 @@ class SandboxHost:
         return unmounted
 
     def _lock_a_slot(self) -> tuple[int, int]:
+        """The lowest free slot, waiting while every one is busy. Waiting means looking at all of them again,
+        soon (1 ms, doubling up to 50 ms), never a blocking lock on one: a warm slot holds its lock for its life, so
+        a wait on slot 0 could last as long as the process holding it, while other slots come free."""
         limit = self.settings.max_slots
+        delay = 0.001
         while True:
             for index in range(limit):
                 path = self.settings.slot_lock_dir / f"slot{index}.lock"
@@ -481,7 +486,5 @@ class SandboxHost:
                     os.close(fd)
                     continue
                 return fd, index
-            # every slot is busy: wait for slot 0 rather than spin
-            fd = os.open(self.settings.slot_lock_dir / "slot0.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return fd, 0
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)

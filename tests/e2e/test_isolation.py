@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -178,6 +180,27 @@ def test_a_slot_that_cannot_start_sends_the_job_fresh(
     assert (raw.outcome, raw.isolation) == ("ok", "fresh")
     assert raw.isolation_note == "warm slot could not start: the warm slot did not start: refused for the test"
     assert [r.levelname for r in caplog.records] == ["WARNING"]  # once, by the pool
+
+
+def test_a_job_waiting_for_a_slot_takes_whichever_comes_free(host_for: HostFor) -> None:
+    """Every slot busy: the waiter must take the first one that comes free. It used to block on slot 0's lock,
+    which a warm slot holds for its whole life: a worker's job then waited for good while other slots were free."""
+    host = host_for("warm", max_slots=2)
+    held = [host._lock_a_slot() for _ in range(2)]
+    assert sorted(index for _, index in held) == [0, 1]
+    got: list[tuple[int, int]] = []
+    waiter = threading.Thread(target=lambda: got.append(host._lock_a_slot()), daemon=True)
+    waiter.start()
+    time.sleep(0.2)
+    assert got == [], "took a slot while every one was held"
+    slot1 = next(fd for fd, index in held if index == 1)
+    os.close(slot1)  # slot 1 comes free; slot 0 stays held (as by a warm slot, for good)
+    waiter.join(timeout=5)
+    try:
+        assert [index for _, index in got] == [1], "still waiting though slot 1 is free"
+    finally:
+        for fd, _ in [*got, *(h for h in held if h[1] == 0)]:
+            os.close(fd)
 
 
 def test_a_stopped_service_sweep_unmounts_its_boxes_even_in_slots_another_process_holds(host_for: HostFor) -> None:
