@@ -19,9 +19,11 @@ every log of the service for it.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import logging
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -100,8 +102,23 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+STACK_DUMP_SIGNAL = signal.SIGUSR2  # SIGUSR1 is Celery's (the main process's tracebacks, pool soft time limits)
+
+
+def dump_stacks_on_signal() -> None:
+    """`kill -USR2 PID` writes every thread's Python stack to that process's stderr, i.e. its log: where a stuck
+    worker, pool process or API waits, without stopping it. Frames name files, lines and functions, never values
+    (no user data). Plain text, also under the JSON log format: it is a diagnosis, not a log line."""
+    stream = sys.__stderr__
+    if stream is not None:
+        with contextlib.suppress(ValueError, OSError, RuntimeError, AttributeError):  # no usable fd 2
+            faulthandler.register(STACK_DUMP_SIGNAL, file=stream, all_threads=True)
+
+
 def configure(log_format: LogFormat = "text", level: str = "INFO") -> None:
-    """Route every logger to one stderr handler in `log_format`. Safe to call again (it replaces the handler)."""
+    """Route every logger to one stderr handler in `log_format`. Safe to call again (it replaces the handler).
+    Also arms the stack dump on SIGUSR2 (`dump_stacks_on_signal`): every service process calls this once."""
+    dump_stacks_on_signal()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())

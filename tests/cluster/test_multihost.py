@@ -140,11 +140,29 @@ def three_hosts(hidden_on_b: list[str], broker: str) -> Iterator[Cluster]:
             start_cluster(cluster, stack, hidden_on_b, broker)
             yield cluster
     except BaseException:
-        print(net.log_tails())
+        with contextlib.suppress(Exception):  # a diagnosis: never in the way of the failure it explains
+            dump_worker_stacks(cluster)
+        print(net.log_tails(lines=80))
         raise
     finally:
         net.close()
         cluster.cgroups_left = remove_cgroups(cluster.slots)
+
+
+def dump_worker_stacks(cluster: Cluster) -> None:
+    """SIGUSR2 to every live process of each host's `cellblock worker` (main and pool): each writes every thread's
+    stack to the host's log (cellblock.logs.dump_stacks_on_signal), so a worker that stalled shows where."""
+    for proc in cluster.workers.values():
+        if proc.poll() is not None:
+            continue
+        frontier = [proc.pid]
+        while frontier:
+            pid = frontier.pop()
+            frontier += children(pid)
+            if b"cellblock\x00worker" in argv_of(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)
+    time.sleep(1)
 
 
 def start_cluster(cluster: Cluster, stack: contextlib.ExitStack, hidden_on_b: list[str], broker: str) -> None:
