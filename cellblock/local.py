@@ -223,7 +223,7 @@ def sweep_slots(settings: Settings) -> None:
     with contextlib.suppress(SandboxUnavailable):
         from cellblock.sandbox.host import SandboxHost
 
-        host = SandboxHost(settings)
+        host = SandboxHost(settings.model_copy(update={"isolation": "fresh"}))  # a sweep needs no warm-slot helper
         host.sweep_idle_slots()
         host.unmount_stopped_boxes()
 

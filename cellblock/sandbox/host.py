@@ -106,6 +106,16 @@ def _userns_problems() -> list[str]:
     return []
 
 
+def unmount_boxes_in(slot_dir: Path) -> int:
+    """Unmount every box (/box, a checker's) mounted in a slot dir; how many."""
+    unmounted = 0
+    for leftover in slot_dir.iterdir() if slot_dir.is_dir() else ():
+        if leftover.is_dir() and is_mount(leftover):
+            unmount(leftover)
+            unmounted += 1
+    return unmounted
+
+
 class Sandbox:
     """One slot: its own uid, cgroup parent and work dir. `run()` is the one way to execute a program."""
 
@@ -153,10 +163,7 @@ class Sandbox:
         """
         self._host.kill_slot_processes(self.uid)
         self._host.cgroups.sweep_slot(f"slot{self.index}")
-        if self.root.is_dir():
-            for leftover in self.root.iterdir():
-                if leftover.is_dir() and is_mount(leftover):
-                    unmount(leftover)
+        unmount_boxes_in(self.root)
 
     def _remove_dirs(self) -> None:
         """Leave nothing behind: the io files and the slot dir (every /box is already unmounted)."""
@@ -462,13 +469,7 @@ class SandboxHost:
         a mount is a killed worker's whatever the slot's machine-wide lock says. `sweep_idle_slots` skips a slot
         another service on the machine holds at that moment, and with it our data dir's leftover (a warm slot
         keeps its /box mounted for its life). Returns how many were unmounted."""
-        unmounted = 0
-        for slot_dir in (self.settings.data_dir / "slots").glob("slot*"):
-            for leftover in slot_dir.iterdir() if slot_dir.is_dir() else ():
-                if leftover.is_dir() and is_mount(leftover):
-                    unmount(leftover)
-                    unmounted += 1
-        return unmounted
+        return sum(unmount_boxes_in(slot_dir) for slot_dir in (self.settings.data_dir / "slots").glob("slot*"))
 
     def _lock_a_slot(self) -> tuple[int, int]:
         """The lowest free slot, waiting while every one is busy. Waiting means looking at all of them again,

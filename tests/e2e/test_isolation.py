@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from cellblock.languages.registry import Registry
 from cellblock.local import sweep_slots
 from cellblock.models import JobResult, JobSpec, Verdict
 from cellblock.sandbox.host import NOTE_NOT_MAIN_THREAD, Sandbox, SandboxHost
-from cellblock.sandbox.mounts import is_mount, mount_tmpfs, unmount
+from cellblock.sandbox.mounts import is_mount, mount_tmpfs
 from cellblock.sandbox.spec import RawResult, RunLimits, RunSpec
 from cellblock.sandbox.warm import SlotBroken, WarmSlot
 
@@ -208,20 +209,9 @@ def test_a_stopped_service_sweep_unmounts_its_boxes_even_in_slots_another_proces
     even when the slot's machine-wide lock is held by another service at that moment (the idle-slot sweep skips
     such a slot): the full suite under warm left one /box mounted under a test service's data dir this way."""
     host = host_for("warm")
-    fd, index = host._lock_a_slot()  # "another service" holds the slot now
-    sandbox = Sandbox(host, index, fd)
-    try:
-        sandbox._prepare_dirs()
-        sandbox.box.mkdir(mode=0o755, exist_ok=True)
-        mount_tmpfs(sandbox.box, 1 << 20, 64, sandbox.uid, sandbox.uid)  # as the killed worker left it
+    with slot_with_a_killed_holders_box(host) as sandbox:  # "another service" holds the slot now
         sweep_slots(host.settings)
         assert not is_mount(sandbox.box)
-    finally:
-        if is_mount(sandbox.box):
-            unmount(sandbox.box)
-        sandbox.box.rmdir()
-        sandbox._remove_dirs()
-        os.close(fd)
 
 
 def test_a_warm_slot_never_adopts_a_box_left_mounted_by_a_killed_holder(host_for: HostFor) -> None:
@@ -230,17 +220,24 @@ def test_a_warm_slot_never_adopts_a_box_left_mounted_by_a_killed_holder(host_for
     another service's process may have swept its own dir for this slot and removed it. The next warm slot here
     must still start on an empty /box (the full suite under warm saw main.py there: FileExistsError)."""
     host = host_for("warm")
+    with slot_with_a_killed_holders_box(host) as sandbox:
+        (sandbox.box / "main.py").write_text("the killed job's\n")
+        (host.settings.slot_lock_dir / f"slot{sandbox.index}.dirty").unlink()  # as the other service's sweep left it
+        sandbox.start_warm([])
+        assert is_mount(sandbox.box) and list(sandbox.box.iterdir()) == []
+
+
+@contextmanager
+def slot_with_a_killed_holders_box(host: SandboxHost) -> Iterator[Sandbox]:
+    """A slot of `host`, held here, whose /box is mounted as a killed worker leaves it; given back afterwards."""
     fd, index = host._lock_a_slot()
     sandbox = Sandbox(host, index, fd)
     try:
         sandbox._prepare_dirs()
         sandbox.box.mkdir(mode=0o755, exist_ok=True)
         mount_tmpfs(sandbox.box, 1 << 20, 64, sandbox.uid, sandbox.uid)
-        (sandbox.box / "main.py").write_text("the killed job's\n")
-        (host.settings.slot_lock_dir / f"slot{index}.dirty").unlink()  # as the other service's sweep left it
-        sandbox.start_warm([])
-        assert is_mount(sandbox.box) and list(sandbox.box.iterdir()) == []
+        yield sandbox
     finally:
-        sandbox.close_warm()
+        sandbox.close_warm()  # stops a warm sandbox if one started, unmounts and removes /box
         sandbox._remove_dirs()
         os.close(fd)

@@ -21,6 +21,8 @@ HEADER = "(most recent call first)"  # faulthandler's line before each thread's 
 
 
 def children(pid: int) -> list[int]:
+    """The main thread's children only — the pool processes — not test_reliability's `children` (every thread's):
+    the worker's self-test threads start short-lived sandboxes of their own."""
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
