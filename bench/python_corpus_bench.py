@@ -73,7 +73,7 @@ WAIT_S = 60  # the batch client's long-poll: GET /v1/batches/{id}?wait=true answ
 MODES: dict[str, dict[str, str]] = {
     "fresh": {"isolation": "fresh"},
     "warm": {"isolation": "warm", "prewarm_runs": "0"},  # warm slot, python3 exec'd per run
-    "prewarmed": {"isolation": "warm", "prewarm_runs": "50"},  # warm slot, a pre-warmed interpreter forks per run
+    "prewarmed": {"isolation": "warm"},  # the default: warm slot, a pre-warmed interpreter forks per run
     "shared": {"isolation": "warm-shared"},  # opt-in: runs share the slot's namespaces (no pre-warming there)
 }
 DEFAULT_MODES = "fresh,warm,prewarmed,shared"

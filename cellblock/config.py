@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         description="How many warm slots one process keeps (isolation=warm); more jobs at once run fresh.",
     )
     prewarm_runs: int = Field(
-        50,
+        500,
         ge=0,
         le=100_000,
         description="isolation=warm, languages with `prewarm`: how many runs one pre-warmed interpreter serves before "
@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     max_backlog: int = Field(10000, ge=1, description="Queued jobs above which submissions get 503 + Retry-After.")
     max_body_kib: int = Field(16384, ge=1, description="Largest request body the API reads.")
     max_batch_jobs: int = Field(1000, ge=1, le=100000, description="Most jobs in one batch.")
+    bundle_max_jobs: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Most jobs of a batch that travel in one queue message and run one after another in the slot "
+        "that takes it (fewer when the batch is small against the live slots); 1 sends one message per job.",
+    )
     max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it fails (poison-pill guard).")
     job_time_limit_s: int = Field(900, ge=10, description="Hard limit on one whole job; must exceed its steps.")
     visibility_timeout_s: float = Field(

@@ -1,8 +1,17 @@
 """The one dispatch seam: a Celery app over Redis or RabbitMQ, per-language queues, measured settings.
 
-Only a job id travels through the broker, sealed with the cluster key (`sealing.py`: a worker runs nothing
-it cannot open); the job itself is in the job store (`state.py`, always Redis). The API calls
+Only job ids travel through the broker, sealed with the cluster key (`sealing.py`: a worker runs nothing
+it cannot open); the jobs themselves are in the job store (`state.py`, always Redis). The API calls
 `Dispatcher.submit`; workers consume the queues of the languages whose self-tests passed on their host.
+
+A message carries one job (`EXECUTE_TASK`) or, for a batch, a bundle of up to `bundle_max_jobs` jobs of one
+language (`EXECUTE_BUNDLE_TASK`), run one after another in the slot that takes it. A message costs the worker
+about as much CPU as a short program (Celery's hand-off to the pool process, the ack, the next fetch), so
+bundles are what lets a batch of small programs through the API beat running them bare. Bundles stay small
+against the slots that run the language (`bundle_size`: each slot gets several), so a batch still spreads over
+every slot, and a slot hands the rest of a bundle back to the queue once it has held it for
+`BUNDLE_HANDBACK_S` (worker.py): long jobs never wait in a busy slot while another one idles. The backlog is
+counted in the job store in jobs, not in messages (`state.queued_key`).
 
 Common to both brokers (reference/queue-notes.md): late acks + requeue on a lost worker (so a SIGKILLed job
 runs again), one message per slot (a slot never reserves a job it cannot start), JSON only, durable queues
@@ -29,6 +38,7 @@ unacked that long, i.e. redelivers a job still running; the hard job limit must 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +54,9 @@ from cellblock.sealing import Sealer
 log = logging.getLogger(__name__)
 
 EXECUTE_TASK = "cellblock.execute"
+EXECUTE_BUNDLE_TASK = "cellblock.execute_bundle"
+BUNDLES_PER_SLOT = 2  # a batch is cut into at least this many bundles per slot that runs its language
+BUNDLE_HANDBACK_S = 0.25  # a slot that has held a bundle this long queues the rest of it again (worker.py)
 AMQP_SCHEMES = ("amqp", "amqps")
 RABBITMQ_CONSUMER_TIMEOUT_S = 1800  # RabbitMQ's default consumer_timeout (rabbitmq.conf), 3.8.15 and later
 PUBLISH_TIMEOUT_S = 10.0  # a publish or its confirm waits at most this (a broker in a disk alarm blocks forever)
@@ -91,6 +104,15 @@ def broker_redis_url(settings: Settings) -> str | None:
     if url.startswith("redis+socket://"):
         return "unix://" + url.removeprefix("redis+socket://")
     return url if url.startswith(("redis://", "rediss://", "unix://")) else None
+
+
+def bundle_size(jobs: int, slots: int, most: int) -> int:
+    """How many of a batch's `jobs` (one language) travel in one message, given the `slots` of live workers that run
+    that language (0: unknown) and the setting `most` (bundle_max_jobs). Small enough that every slot gets
+    `BUNDLES_PER_SLOT` bundles; 1 (no bundles) when no live slot is known."""
+    if slots <= 0 or jobs <= 1:
+        return 1
+    return max(1, min(most, -(-jobs // (BUNDLES_PER_SLOT * slots))))
 
 
 def language_queue(language: str) -> str:
@@ -191,30 +213,20 @@ class Dispatcher:
         self.app = make_celery(settings)
         self.sealer = Sealer.from_settings(settings)
         amqp = is_amqp_url(settings.celery_broker_url())
-        self.queues_in_store = not amqp  # Redis broker: the queues are lists in the job store
         self.publish_options: dict[str, Any] = (
             {"timeout": PUBLISH_TIMEOUT_S, "confirm_timeout": PUBLISH_TIMEOUT_S} if amqp else {}
         )
 
-    def queue_depths(self, queues: list[str]) -> dict[str, int]:
-        """RabbitMQ: messages ready in each queue (a passive declare each; a queue not declared yet holds 0).
+    def submit(self, job_ids: list[str], language: str) -> None:
+        """Queue one message: one job, or a bundle of jobs of `language` (run in this order by one slot)."""
+        self.publish(job_ids, language_queue(language))
 
-        (A Redis broker's queues are lists in the job store's Redis: `AsyncStore.backlog` reads them directly.)
-        """
-        depths: dict[str, int] = {}
-        with self.app.connection_for_read() as conn:
-            channel: Any = conn.channel()  # py-amqp's Channel (kombu types it as the bare StdChannel)
-            for queue in queues:
-                try:
-                    depths[queue] = int(channel.queue_declare(queue, passive=True).message_count)
-                except conn.channel_errors:  # 404 NOT_FOUND: nobody declared it yet; the channel is closed
-                    depths[queue] = 0
-                    channel = conn.channel()
-            channel.close()
-        return depths
-
-    def submit(self, job_id: str, language: str) -> None:
-        queue = language_queue(language)  # Celery creates (and declares) it as `task_queue` spells it: same queue
-        token = self.sealer.seal(job_id.encode())
-        self.app.send_task(EXECUTE_TASK, args=[token], task_id=job_id, queue=queue, routing_key=queue,
+    def publish(self, job_ids: list[str], queue: str) -> None:
+        # Celery creates (and declares) the queue as `task_queue` spells it: the consumers' queue
+        if len(job_ids) == 1:
+            task, task_id, payload = EXECUTE_TASK, job_ids[0], job_ids[0]
+        else:
+            task, task_id, payload = EXECUTE_BUNDLE_TASK, uuid.uuid4().hex, ",".join(job_ids)
+        token = self.sealer.seal(payload.encode())
+        self.app.send_task(task, args=[token], task_id=task_id, queue=queue, routing_key=queue,
                            **self.publish_options)  # fmt: skip

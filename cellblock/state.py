@@ -3,7 +3,7 @@ spec, state, live events and result live here, where the API reads them.
 
 Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
 
-    cb:job:{id}               hash   spec (sealed JobSpec), language, state, created_at, started_at,
+    cb:job:{id}               hash   spec (sealed JobSpec), language, queue, state, created_at, started_at,
                                      finished_at, worker, attempts, batch, idempotency_key, request_id,
                                      result (sealed JobResult, once finished)
     cb:job:{id}:events        stream type ∈ state | step | stdout | stderr | result; data = JSON, sealed for
@@ -12,6 +12,9 @@ Keys (``{id}`` is a 32-hex job id, ``{name}`` a worker name)::
                                      by the worker running it: data = sealed JSON {"kind": stdin | eof | signal,
                                      "data": text} (`input_entry`); expires with the job
     cb:idem:{key}             string the job id an idempotency key maps to
+    cb:queued:{queue}         set    ids of the queue's jobs that wait for a worker: added when the API stores
+                                     them, removed when a worker starts or ends one or it is cancelled; its
+                                     size is the queue's backlog (a broker message may carry several jobs)
     cb:batch:{id}             hash   created_at, remaining (jobs not finished), jobs (JSON list of job ids)
     cb:cluster:keycheck       string a token sealed with the cluster key; a host whose keys cannot open it
                                      refuses to start (`check_cluster_key`)
@@ -128,6 +131,10 @@ def idempotency_key(key: str) -> str:
     return f"cb:idem:{key}"
 
 
+def queued_key(queue: str) -> str:
+    return f"cb:queued:{queue}"
+
+
 def batch_key(batch_id: str) -> str:
     return f"cb:batch:{batch_id}"
 
@@ -175,12 +182,14 @@ class WorkerInfo(BaseModel):
     last_seen: str = Field(description="Its last heartbeat (UTC, ISO 8601).", examples=["2026-01-01T12:05:00+00:00"])
 
 
-def new_job_fields(job_id: str, spec: JobSpec, sealer: Sealer, batch_id: str | None = None) -> dict[str, str]:
+def new_job_fields(job_id: str, spec: JobSpec, queue: str, sealer: Sealer,
+                   batch_id: str | None = None) -> dict[str, str]:  # fmt: skip
     """The hash a job starts with, written before the client hears 'accepted'."""
     fields = {
         "id": job_id,
         "spec": sealer.seal_for(job_id, "spec", spec.model_dump_json().encode()),
         "language": spec.language,
+        "queue": queue,
         "state": JobState.QUEUED.value,
         "created_at": now_iso(),
         "attempts": "0",

@@ -27,7 +27,15 @@ from celery.exceptions import Reject
 from celery.signals import setup_logging, worker_process_shutdown
 
 from cellblock.config import Settings
-from cellblock.dispatch import EXECUTE_TASK, broker_redis_url, language_queue, make_celery
+from cellblock.dispatch import (
+    BUNDLE_HANDBACK_S,
+    EXECUTE_BUNDLE_TASK,
+    EXECUTE_TASK,
+    Dispatcher,
+    broker_redis_url,
+    language_queue,
+    make_celery,
+)
 from cellblock.engine import Engine
 from cellblock.errors import CellblockError
 from cellblock.languages.registry import Registry
@@ -55,6 +63,7 @@ from cellblock.state import (
     job_key,
     now_iso,
     open_spec,
+    queued_key,
     result_event,
     result_from_hash,
     retention_keys,
@@ -81,7 +90,14 @@ class Runtime:
         self.cancelled: set[str] = set()
         self.lease = Lease(settings)
         self.lease.start()
+        self._dispatcher: Dispatcher | None = None
         threading.Thread(target=self._listen_for_cancels, daemon=True, name="cancel-listener").start()
+
+    def dispatcher(self) -> Dispatcher:
+        """A publisher, for handing back the rest of a bundle (made on first use: most processes never do)."""
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(self.settings)
+        return self._dispatcher
 
     def _listen_for_cancels(self) -> None:
         while True:
@@ -195,6 +211,8 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: d
         if fields.get("batch"):  # the batch's `remaining` count, which batch long-polls watch (and its retention)
             pipe.eval(BATCH_MEMBER_FINISHED_LUA, 1, batch_key(fields["batch"]), ttl, result.id)
         pipe.srem(running_key(runtime.name), result.id)
+        if fields.get("queue"):  # ended without starting (refused, gave up): out of the backlog too
+            pipe.srem(queued_key(fields["queue"]), result.id)
         if fields.get(JOB_API_KEY_FIELD):  # the job counted in its API key's max_running (cellblock.quotas)
             pipe.zrem(api_key_running_key(fields[JOB_API_KEY_FIELD]), result.id)
         jobstats.record(pipe, replace(jobstats.sample_of(result, overheads), host=socket.gethostname()))
@@ -261,6 +279,8 @@ def _run_job(runtime: Runtime, job_id: str, fields: dict[str, str]) -> None:
                                             "worker": runtime.name})  # fmt: skip
         pipe.xadd(events_key(job_id), event("state", {"state": JobState.RUNNING.value, "worker": runtime.name}))
         pipe.sadd(running_key(runtime.name), job_id)
+        if fields.get("queue"):
+            pipe.srem(queued_key(fields["queue"]), job_id)  # no longer waiting: out of the backlog
         pipe.execute()
     log.debug("job %s started (%s, attempt %d)", job_id, fields.get("language", ""), attempts)
     feed = LiveFeed(runtime.settings, runtime.sealer, job_id) if spec.interactive else None
@@ -283,6 +303,39 @@ def _run_job(runtime: Runtime, job_id: str, fields: dict[str, str]) -> None:
             feed.stop()
     result.worker = runtime.name
     finish(runtime, result, notify=spec.callback_url, fields=fields, overheads=observer.overheads)
+
+
+def run_bundle(runtime: Runtime, job_ids: list[str], queue: str) -> None:
+    """Run one message's jobs in order. Once the slot has held the message `BUNDLE_HANDBACK_S`, the jobs not yet
+    started go back to `queue` as a new message (the queue's tail: other slots may take them) and this one ends.
+
+    A job's failure in our code (e.g. the job store unreachable) hands the rest back too, before it propagates.
+    Published before this message is acked: if we die in between, the old message comes again and the jobs
+    that finished meanwhile are skipped (`run_job` is idempotent).
+    """
+    began = time.monotonic()
+    for index, job_id in enumerate(job_ids):
+        rest = job_ids[index + 1 :]
+        try:
+            run_job(runtime, job_id)
+        except ToolchainMissing:
+            raise  # the whole message goes back (Reject): its finished jobs are skipped when it comes again
+        except BaseException:
+            if rest:
+                _hand_back(runtime, rest, queue)
+            raise
+        if rest and time.monotonic() - began >= BUNDLE_HANDBACK_S:
+            _hand_back(runtime, rest, queue)
+            return
+
+
+def _hand_back(runtime: Runtime, job_ids: list[str], queue: str) -> None:
+    try:
+        runtime.dispatcher().publish(job_ids, queue)
+    except Exception:  # the broker is gone: the message's own redelivery is all that is left
+        log.exception("could not queue %d jobs of a bundle again: %s", len(job_ids), ", ".join(job_ids))
+        raise
+    log.debug("handed back %d jobs of a bundle to %s", len(job_ids), queue)
 
 
 _RUNTIME: dict[int, Runtime] = {}
@@ -315,26 +368,36 @@ def build_app(settings: Settings, languages: list[str], name: str, sealer: Seale
 
     worker_process_shutdown.connect(close_warm_slots, weak=False)
 
-    @app.task(name=EXECUTE_TASK, max_retries=0, bind=True)
-    def execute(self: Any, token: Any = None, *extra: Any, **kwargs: Any) -> None:
+    def deliver(task: Any, token: Any, extra: tuple[Any, ...], kwargs: dict[str, Any], bundle: bool) -> None:
         try:
             if extra or kwargs:
                 raise SealError("unexpected arguments")
-            job_id = sealer.open(token).decode()
+            payload = sealer.open(token).decode()
         except (SealError, UnicodeDecodeError) as exc:
             # Acked (the task returns) and dropped, never run: whoever forged it learns nothing by a retry.
-            log.error("rejected message %s: %s", self.request.id, getattr(exc, "message", exc))
+            log.error("rejected message %s: %s", task.request.id, getattr(exc, "message", exc))
             return
+        job_ids = payload.split(",") if bundle else [payload]
+        queue = (task.request.delivery_info or {}).get("routing_key") or ""
         runtime = _runtime(settings, name, sealer)
-        runtime.lease.tag = (self.request.properties or {}).get("delivery_tag")  # kombu Redis: the unacked key
+        runtime.lease.tag = (task.request.properties or {}).get("delivery_tag")  # kombu Redis: the unacked key
         try:
-            run_job(runtime, job_id)
+            run_bundle(runtime, job_ids, queue)
         except ToolchainMissing as exc:  # back to the queue, for a worker that has it; stop taking its jobs here
-            log.error("job %s: %s; job handed back, no longer taking %s jobs", job_id, exc, exc.language)
-            self.app.control.cancel_consumer(language_queue(exc.language), destination=[celery_node_name(name)])
+            log.error("%s: message %s (jobs %s) handed back, no longer taking %s jobs", exc, task.request.id,
+                      ",".join(job_ids), exc.language)  # fmt: skip
+            task.app.control.cancel_consumer(language_queue(exc.language), destination=[celery_node_name(name)])
             raise Reject(str(exc), requeue=True) from exc
         finally:
             runtime.lease.tag = None
+
+    @app.task(name=EXECUTE_TASK, max_retries=0, bind=True)
+    def execute(self: Any, token: Any = None, *extra: Any, **kwargs: Any) -> None:
+        deliver(self, token, extra, kwargs, bundle=False)
+
+    @app.task(name=EXECUTE_BUNDLE_TASK, max_retries=0, bind=True)
+    def execute_bundle(self: Any, token: Any = None, *extra: Any, **kwargs: Any) -> None:
+        deliver(self, token, extra, kwargs, bundle=True)
 
     return app
 

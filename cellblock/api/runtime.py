@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from cellblock.api.errors import ApiError
 from cellblock.api.store import AsyncStore
 from cellblock.config import Settings
-from cellblock.dispatch import Dispatcher, language_queue
+from cellblock.dispatch import Dispatcher, bundle_size, language_queue
 from cellblock.languages.registry import Registry
 
 LANGUAGE_CACHE_S = 1.0
-BACKLOG_CACHE_S = 1.0
+PUBLISH_CONCURRENCY = 32  # messages handed to the broker at once (each takes a publisher thread and a connection)
 
 
 class ApiRuntime:
@@ -23,40 +23,50 @@ class ApiRuntime:
         self.dispatcher = Dispatcher(settings)
         self.store = AsyncStore(settings, self.dispatcher.sealer)
         self.publisher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="publish")  # kombu blocks
-        self._languages: tuple[float, set[str]] = (0.0, set())
-        self._depths: tuple[float, dict[str, int]] = (0.0, {})
+        self._languages: tuple[float, dict[str, int]] = (0.0, {})  # language → slots of live workers running it
 
     def queues(self) -> list[str]:
         return [language_queue(lang.name) for lang in self.registry.languages]
 
-    async def live_languages(self) -> set[str]:
-        """Languages some live worker runs (cached for a second: the hot path asks on every submit)."""
-        stamp, names = self._languages
+    async def live_slots(self) -> dict[str, int]:
+        """Slots of live workers per language they run (cached for a second: the hot path asks on every submit)."""
+        stamp, slots = self._languages
         if time.monotonic() - stamp > LANGUAGE_CACHE_S:
-            names = {lang for worker in await self.store.workers() for lang in worker.languages}
-            self._languages = (time.monotonic(), names)
-        return names
+            slots = {}
+            for worker in await self.store.workers():
+                for lang in worker.languages:
+                    slots[lang] = slots.get(lang, 0) + worker.slots
+            self._languages = (time.monotonic(), slots)
+        return slots
+
+    async def live_languages(self) -> set[str]:
+        """Languages some live worker runs."""
+        return set(await self.live_slots())
 
     async def backlog(self) -> dict[str, int]:
-        """Jobs waiting per language queue: Redis lists read directly, or RabbitMQ's counts (cached for a second:
-        the hot path asks on every submit, and each count is a round trip to the broker)."""
-        if self.dispatcher.queues_in_store:
-            return await self.store.backlog(self.queues())
-        stamp, depths = self._depths
-        if time.monotonic() - stamp > BACKLOG_CACHE_S:
-            loop = asyncio.get_running_loop()
-            try:
-                depths = await loop.run_in_executor(self.publisher, self.dispatcher.queue_depths, self.queues())
-            except Exception as exc:
-                raise ApiError(503, "broker_unavailable", "the job queue is unreachable",
-                               headers={"Retry-After": "5"}) from exc  # fmt: skip
-            self._depths = (time.monotonic(), depths)
-        return depths
+        """Jobs waiting per language queue (counted in the job store, whichever the broker)."""
+        return await self.store.backlog(self.queues())
 
-    async def dispatch(self, job_id: str, language: str) -> None:
+    async def dispatch(self, jobs: list[tuple[str, str]], bundle: bool = False) -> None:
+        """Queue stored jobs, given as (job id, language name): one message each, or with `bundle` (a batch) in
+        bundles of one language sized by `bundle_size`. Raises ApiError 503 when the broker is unreachable."""
+        groups: dict[str, list[str]] = {}
+        for job_id, language in jobs:
+            groups.setdefault(language, []).append(job_id)
+        slots = await self.live_slots() if bundle else {}
+        messages = []
+        for language, ids in groups.items():
+            size = bundle_size(len(ids), slots.get(language, 0), self.settings.bundle_max_jobs)
+            messages += [(ids[i : i + size], language) for i in range(0, len(ids), size)]
         loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+
+        async def publish(job_ids: list[str], language: str) -> None:
+            async with gate:
+                await loop.run_in_executor(self.publisher, self.dispatcher.submit, job_ids, language)
+
         try:
-            await loop.run_in_executor(self.publisher, self.dispatcher.submit, job_id, language)
+            await asyncio.gather(*(publish(ids, language) for ids, language in messages))
         except Exception as exc:
             raise ApiError(503, "broker_unavailable", "the job queue is unreachable; nothing was accepted",
                            headers={"Retry-After": "5"}) from exc  # fmt: skip

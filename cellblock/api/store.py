@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -32,6 +32,7 @@ from cellblock.state import (
     job_key,
     new_job_fields,
     now_iso,
+    queued_key,
     result_event,
     result_from_hash,
     retention_keys,
@@ -43,6 +44,12 @@ Event = tuple[str, str, Any]  # (stream id, type, data)
 log = logging.getLogger(__name__)
 BATCH_POLL_S = 0.02  # a batch long-poll reads the batch's `remaining` count this often (one HGET)
 BATCH_SCAN_S = 1.0  # ... and its unfinished members' states this often whatever the count says
+
+
+class NewJob(NamedTuple):
+    id: str
+    spec: JobSpec
+    queue: str  # the language's queue (`dispatch.language_queue`): the job counts in its backlog until it starts
 
 
 class AsyncStore:
@@ -59,38 +66,44 @@ class AsyncStore:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def create_jobs(self, jobs: list[tuple[str, JobSpec]], batch_id: str | None = None,
+    async def create_jobs(self, jobs: list[NewJob], batch_id: str | None = None,
                           idempotency: str | None = None) -> None:  # fmt: skip
-        """Persist jobs (hash + first event) in one transaction, before anyone hears 'accepted'.
+        """Persist jobs (hash + first event + their place in the backlog) in one transaction, before anyone hears
+        'accepted'.
 
         No expiry yet: a job's keys (and its batch's and idempotency key's) start their retention clock when the
         job finishes, so nothing about a queued job can expire however long the backlog is.
         """
         request_id = REQUEST_ID.get()  # the submitting request's, for the worker's log lines (cellblock.logs)
         async with self.redis.pipeline(transaction=True) as pipe:
-            for job_id, spec in jobs:
-                fields = new_job_fields(job_id, spec, self.sealer, batch_id)
+            for job_id, spec, queue in jobs:
+                fields = new_job_fields(job_id, spec, queue, self.sealer, batch_id)
                 if idempotency:
                     fields["idempotency_key"] = idempotency
                 if request_id:
                     fields[REQUEST_ID_FIELD] = request_id
                 pipe.hset(job_key(job_id), mapping=fields)
                 pipe.xadd(events_key(job_id), event("state", {"state": JobState.QUEUED.value}))
+                pipe.sadd(queued_key(queue), job_id)
             if batch_id:
                 pipe.hset(batch_key(batch_id), mapping={"created_at": now_iso(), "remaining": len(jobs),
-                                                         "jobs": json.dumps([j for j, _ in jobs])})  # fmt: skip
+                                                         "jobs": json.dumps([j.id for j in jobs])})  # fmt: skip
             await pipe.execute()
         if batch_id:
             log.info("batch %s: %d jobs stored", batch_id, len(jobs))
-        for job_id, spec in jobs:  # what ties the request id to the job ids in the API's log
-            log.log(logging.DEBUG if batch_id else logging.INFO, "job %s stored (%s)", job_id, spec.language)
+        for job in jobs:  # what ties the request id to the job ids in the API's log
+            log.log(logging.DEBUG if batch_id else logging.INFO, "job %s stored (%s)", job.id, job.spec.language)
 
-    async def delete_jobs(self, job_ids: list[str], batch_id: str | None = None) -> None:
+    async def delete_jobs(self, jobs: list[NewJob], batch_id: str | None = None) -> None:
         """Undo `create_jobs` when they could not be queued: nothing half-accepted is left."""
-        keys = [k for job_id in job_ids for k in (job_key(job_id), events_key(job_id))]
+        keys = [k for job in jobs for k in (job_key(job.id), events_key(job.id))]
         if batch_id:
             keys.append(batch_key(batch_id))
-        await self.redis.delete(*keys)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*keys)
+            for job in jobs:
+                pipe.srem(queued_key(job.queue), job.id)
+            await pipe.execute()
 
     async def existing_job_for_key(self, key: str) -> str | None:
         found = await self.redis.get(idempotency_key(key))
@@ -181,6 +194,8 @@ class AsyncStore:
                                                     "result": sealed})  # fmt: skip
                 pipe.xadd(events_key(job_id), event("state", {"state": JobState.CANCELLED.value}))
                 pipe.xadd(events_key(job_id), result_event(sealed))
+                if fields.get("queue"):
+                    pipe.srem(queued_key(fields["queue"]), job_id)
                 for key in retention_keys(fields):
                     pipe.expire(key, self.settings.result_retention_s)
                 jobstats.record(pipe, jobstats.sample_of(result))  # it ends here: no worker will count it
@@ -244,12 +259,13 @@ class AsyncStore:
         return [WorkerInfo.model_validate_json(v) for v in values if v is not None]
 
     async def backlog(self, queues: list[str]) -> dict[str, int]:
-        """Jobs waiting per language queue (Redis broker: the queue is a list of that name)."""
+        """Jobs waiting per language queue: accepted, not started, not cancelled. Counted in the job store, not
+        the broker: a broker message may carry a bundle of a batch's jobs (`dispatch.bundle_size`)."""
         if not queues:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
-                pipe.llen(queue)
+                pipe.scard(queued_key(queue))
             counts = await pipe.execute()
         return dict(zip(queues, (int(c) for c in counts), strict=True))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -25,6 +24,7 @@ from cellblock.api.schemas import (
     LanguageInfo,
     WorkersStatus,
 )
+from cellblock.api.store import NewJob
 from cellblock.auth import ApiKey
 from cellblock.dispatch import language_queue
 from cellblock.models import JobResult, JobSpec, JobState
@@ -39,7 +39,6 @@ BATCH_WAIT_MAX_S = 60.0
 BATCH_WAIT_DOC = ("Answer once every job of the batch has finished (done, failed or cancelled), or after wait_s: "
                   "`done` says which. Loop while it is false.")  # fmt: skip
 BATCH_WAIT_S_DOC = f"With wait=true: the longest to wait, in seconds (default and maximum {BATCH_WAIT_MAX_S:g})."
-PUBLISH_CONCURRENCY = 32  # jobs handed to the broker at once (each takes a publisher thread and a connection)
 READ = [Depends(require("read"))]
 Submitter = Annotated[ApiKey | None, Depends(require("submit"))]
 
@@ -80,18 +79,13 @@ async def _refuse_if_backlogged(rt: ApiRuntime, extra: int = 1) -> None:
 
 async def _enqueue(rt: ApiRuntime, jobs: list[tuple[str, ValidJob]], batch_id: str | None = None,
                    idempotency: str | None = None) -> None:  # fmt: skip
-    """Store every job, then queue each (bounded concurrency); if queueing fails, store nothing."""
-    await rt.store.create_jobs([(job_id, job.spec) for job_id, job in jobs], batch_id, idempotency)
-    gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-
-    async def publish(job_id: str, job: ValidJob) -> None:
-        async with gate:
-            await rt.dispatch(job_id, job.language.name)
-
+    """Store every job, then queue them (a batch in bundles); if queueing fails, store nothing."""
+    new = [NewJob(job_id, job.spec, language_queue(job.language.name)) for job_id, job in jobs]
+    await rt.store.create_jobs(new, batch_id, idempotency)
     try:
-        await asyncio.gather(*(publish(job_id, job) for job_id, job in jobs))
+        await rt.dispatch([(job_id, job.language.name) for job_id, job in jobs], bundle=batch_id is not None)
     except BaseException:
-        await rt.store.delete_jobs([job_id for job_id, _ in jobs], batch_id)
+        await rt.store.delete_jobs(new, batch_id)
         raise
 
 

@@ -7,7 +7,6 @@ rebuilt from its spec (the CE id of its language, our defaults).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import re
@@ -19,6 +18,8 @@ from cellblock.api.judge0 import catalog
 from cellblock.api.judge0.errors import rails
 from cellblock.api.judge0.render import Judge0Meta
 from cellblock.api.runtime import ApiRuntime
+from cellblock.api.store import NewJob
+from cellblock.dispatch import language_queue
 from cellblock.errors import UnknownLanguage
 from cellblock.models import JobResult, JobSpec
 from cellblock.sealing import SealError
@@ -34,7 +35,6 @@ from cellblock.state import (
 from cellblock.validation import ValidJob
 
 TOKEN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-PUBLISH_CONCURRENCY = 32
 VERSIONS_CACHE_S = 1.0
 
 
@@ -117,7 +117,8 @@ async def load(rt: ApiRuntime, token: str) -> Record:
 
 async def create(rt: ApiRuntime, jobs: list[tuple[str, ValidJob, Judge0Meta]]) -> None:
     """Store every job with its meta and index entry, then queue each; if queueing fails, store nothing."""
-    await rt.store.create_jobs([(job_id, job.spec) for job_id, job, _ in jobs])
+    new = [NewJob(job_id, job.spec, language_queue(job.language.name)) for job_id, job, _ in jobs]
+    await rt.store.create_jobs(new)
     now = time.time()
     async with rt.store.redis.pipeline(transaction=True) as pipe:
         for job_id, _, meta in jobs:
@@ -125,16 +126,10 @@ async def create(rt: ApiRuntime, jobs: list[tuple[str, ValidJob, Judge0Meta]]) -
             pipe.hset(job_key(job_id), JUDGE0_FIELD, sealed)
         pipe.zadd(JUDGE0_SUBMISSIONS, {job_id: now for job_id, _, _ in jobs})
         await pipe.execute()
-    gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-
-    async def publish(job_id: str, job: ValidJob) -> None:
-        async with gate:
-            await rt.dispatch(job_id, job.language.name)
-
     try:
-        await asyncio.gather(*(publish(job_id, job) for job_id, job, _ in jobs))
+        await rt.dispatch([(job_id, job.language.name) for job_id, job, _ in jobs], bundle=len(jobs) > 1)
     except BaseException:
-        await rt.store.delete_jobs([job_id for job_id, _, _ in jobs])
+        await rt.store.delete_jobs(new)
         await rt.store.redis.zrem(JUDGE0_SUBMISSIONS, *[job_id for job_id, _, _ in jobs])
         raise
 
