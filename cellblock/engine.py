@@ -230,6 +230,7 @@ class Engine:
                 merge_stderr=spec.merge_stderr,
                 live_input=steps.live_input,  # interactive jobs: stdin and signals as they arrive (one run)
                 prewarm=lang.prewarm,
+                prewarm_modules=tuple(lang.prewarm_modules),
             )
             step, verdict, message = self._run_test(job, steps, test_id, test, run_spec)
             result.tests.append(TestResult(id=test_id, verdict=verdict, run=step, checker_message=message))

@@ -21,12 +21,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cellblock.errors import UnknownLanguage
 
 SELF_TEST_STDIN = "echo: Hello, World!\n"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class LanguageLimits(BaseModel):
@@ -108,8 +109,23 @@ class Language(BaseModel):
         "(cellblock/sandbox/slothelper/zygote.py) instead of starting one. Only for run commands of the form "
         "`python3 [flags] {source} [args]`; see the README for what a program can tell.",
     )
+    prewarm_modules: list[str] = Field(
+        [],
+        description="With `prewarm`: standard-library modules the pre-warmed interpreter imports once, before it "
+        "forks, so that a program's `import` of them costs nothing. Each run gets its own copy (nothing it does to "
+        "them outlives it); a run whose script directory holds a file or directory named like one of them, or "
+        "that sets PYTHONPATH, starts without them (a bare start would import its own).",
+    )
     limits: LanguageLimits = LanguageLimits()
     self_test: SelfTest
+
+    @field_validator("prewarm_modules")
+    @classmethod
+    def _module_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not MODULE_NAME.fullmatch(name):
+                raise ValueError(f"not a module name: {name!r}")
+        return names
 
     @property
     def compiled(self) -> bool:

@@ -54,6 +54,7 @@ class RunSpec:
     merge_stderr: bool = False  # the program's fd 2 is its fd 1 (one file, one offset: `2>&1`, in order)
     live_input: LiveInput | None = None  # interactive: stdin is a pipe fed from this, which also sends signals
     prewarm: str | None = None  # the language's `prewarm` ("python"): a warm slot may run it in a zygote
+    prewarm_modules: tuple[str, ...] = ()  # modules that zygote imports before it forks (the language's TOML)
 
 
 @dataclass(frozen=True)

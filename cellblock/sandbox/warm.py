@@ -124,10 +124,17 @@ class Prewarm:
 
     prefix: tuple[str, ...]  # interpreter and options, e.g. ("python3", "-B")
     env: tuple[tuple[str, str], ...]  # the runs' whole environment (start-up reads PYTHON*, LC_*, …)
+    modules: tuple[str, ...] = ()  # imported before the first fork (RunSpec.prewarm_modules)
 
     def start_env(self) -> dict[str, str]:
         home = dict(self.env).get("HOME", "")
         return {**dict(self.env), "HOME": ZYGOTE_HOME + "/" * max(0, len(home) - len(ZYGOTE_HOME))}
+
+
+def zygote_args(prewarm: Prewarm) -> list[str]:
+    """The zygote's arguments after the C helper's: the modules it imports (comma-separated, "-" for none), then
+    the room for the programs' command lines."""
+    return [",".join(prewarm.modules) or "-", ZYGOTE_ARGV_ROOM]
 
 
 def prewarm_for(spec: RunSpec, env: dict[str, str]) -> Prewarm | None:
@@ -141,7 +148,7 @@ def prewarm_for(spec: RunSpec, env: dict[str, str]) -> Prewarm | None:
             continue
         if arg.startswith("-") or not arg:
             return None  # -c, -m, -, unknown options: exec
-        return Prewarm((spec.argv[0], *options), tuple(env.items()))
+        return Prewarm((spec.argv[0], *options), tuple(env.items()), spec.prewarm_modules)
     return None  # no script
 
 
@@ -217,7 +224,7 @@ class WarmSlot:
             *slot_bwrap_args(self.layout, helper_fd=helper_fd,
                              helper_args=[str(sock_fd), "-" if self.shared else str(bpf_fd),
                                           str(self.layout.tmp_size_bytes), *(["shared"] if self.shared else []),
-                                          *([ZYGOTE_ARGV_ROOM] if self.prewarm else [])],
+                                          *(zygote_args(self.prewarm) if self.prewarm else [])],
                              ro_binds=self.ro_binds, shared_seccomp_fd=bpf_fd if self.shared else None,
                              interpreter=list(self.prewarm.prefix) if self.prewarm else None,
                              env=self.prewarm.start_env() if self.prewarm else None),

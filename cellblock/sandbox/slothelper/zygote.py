@@ -19,12 +19,14 @@ One run ('R' with stdin/stdout/stderr as SCM_RIGHTS):
   program (pid 2): empty signal mask, dumpable again, stdio from the request, every other fd closed, umask,
           cwd, rlimits, exactly the request's environment, sys.argv / sys.orig_argv / sys.path[0] / the user
           site as a bare start computes them, every module the zygote imported for itself removed from
-          sys.modules, a new ``__main__`` module; then serve() *returns* and the module level below compiles
-          and runs main.py in it (one frame of ours below it, cut from tracebacks), and ends the way
-          Py_FinalizeEx would as far as a program can tell (`_finish`: threads joined, atexit, stdio flushed
-          with status 120 on failure, the program's modules and __main__ collected, SIGINT death after an
-          uncaught KeyboardInterrupt) — without tearing down the zygote's own modules, which would copy every
-          page of its heap (≈ 6 ms per run).
+          sys.modules but the language's preloaded ones (`prewarm_modules`, imported before the first fork:
+          the run's own copy; dropped too when the script's directory or PYTHONPATH could shadow one; a
+          preloaded `random` reseeds itself in its at-fork hook), a new ``__main__`` module; then serve()
+          *returns* and the module level below compiles and runs main.py in it (one frame of ours below it, cut
+          from tracebacks), and ends the way Py_FinalizeEx would as far as a program can tell (`_finish`:
+          threads joined, atexit, stdio flushed with status 120 on failure, the program's modules and __main__
+          collected, SIGINT death after an uncaught KeyboardInterrupt) — without tearing down the zygote's own
+          modules, which would copy every page of its heap (≈ 6 ms per run).
   The init waits for the program and exits with its status (128+N for a signal), which the zygote reports in
   'X'. The kernel kills whatever is left in the run's pid namespace. Forks, not a raw clone(): a clone from
   Python would skip the interpreter's and libc's fork bookkeeping.
@@ -34,12 +36,13 @@ is a copy-on-write page fault in the run; the zygote freezes its objects out of 
 (gc.freeze) and the per-run paths do little.
 
 Security: the zygote never imports from sys.path[0] (/proc/self/fd) or /box: the path entry is dropped before
-any import, and it is started with HOME pointing nowhere, so a user site directory that an earlier run of the
+any import, so is every entry outside /usr (a PYTHONPATH; each program gets them back), and it is started with
+HOME pointing nowhere, so a user site directory that an earlier run of the
 job wrote into /box cannot run code in the (capable) zygote; each program adds the user site itself, as a bare
 start does. The zygote is not dumpable and lives outside every run's pid namespace. Anything unexpected → the
 zygote exits 2 → EOF → the host destroys the slot.
 
-Known differences from `python3 main.py`: /work/notes/readme-zygote.md (and README).
+Known differences from `python3 main.py`: README, "Pre-warmed Python".
 """
 
 import sys
@@ -47,7 +50,19 @@ import sys
 _BASELINE = frozenset(sys.modules)  # what a bare `python3 main.py` has when main.py's first line runs
 if sys.path:
     del sys.path[0]  # /proc/self/fd: never import from there (nor from /box) in the zygote
+_PROGRAM_PATH = list(sys.path)  # what each program starts from (become_program)
+sys.path[:] = [entry for entry in sys.path if entry.startswith("/usr/")]  # the zygote: the read-only system only
 sys.path_importer_cache.clear()
+# The language's prewarm_modules (argv[4], comma-separated, "-" for none), imported before anything of ours, from
+# the standard library's directories only (see Security): what they pull in is what a program may keep
+# (_PRELOADED). One that fails to import is simply not there; its program imports it (and fails) itself.
+for _name in sys.argv[4].split(",") if sys.argv[4] != "-" else ():
+    try:
+        __import__(_name)
+    except Exception:  # noqa: S112 - any failure: not preloaded, nothing else
+        continue
+_PRELOADED = frozenset(sys.modules) - _BASELINE
+_PRELOADED_TOP = frozenset(name.partition(".")[0] for name in _PRELOADED)
 
 import _socket
 import atexit
@@ -108,7 +123,7 @@ def _setrlimit(resource: int, soft: int, hard: int) -> None:
 
 
 # ---- start ---------------------------------------------------------------------------------------------------
-_SOCK_FD, _BPF_FD, _TMP_SIZE = (int(a) for a in sys.argv[1:4])  # then ZYGOTE_ARGV_ROOM (warm.py)
+_SOCK_FD, _BPF_FD, _TMP_SIZE = (int(a) for a in sys.argv[1:4])  # then the modules and ZYGOTE_ARGV_ROOM (warm.py)
 _PREFIX = sys.orig_argv[: len(sys.orig_argv) - len(sys.argv)]  # the interpreter and its options
 _sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, _SOCK_FD)
 _bpf = b""
@@ -419,18 +434,38 @@ def become_program(req: Request) -> tuple[str, str]:
     for key, value in req.env.items():
         if os.environ.get(key) != value:
             os.environ[key] = value
-    for name in [n for n in sys.modules if n not in _BASELINE]:
-        del sys.modules[name]
     given = req.argv[len(_PREFIX)]
     path = os.path.abspath(given)
+    script_dir = None if sys.flags.isolated or sys.flags.safe_path else os.path.dirname(os.path.realpath(given))
+    keep = _BASELINE if _preloads_shadowed(script_dir) else _BASELINE | _PRELOADED
+    for name in [n for n in sys.modules if n not in keep]:
+        del sys.modules[name]
     sys.argv[:] = req.argv[len(_PREFIX) :]
     sys.orig_argv[:] = req.argv
-    if not (sys.flags.isolated or sys.flags.safe_path):
-        sys.path.insert(0, os.path.dirname(os.path.realpath(given)))
+    sys.path[:] = _PROGRAM_PATH
+    if script_dir is not None:
+        sys.path.insert(0, script_dir)
     site = sys.modules.get("site")
     if site is not None and not sys.flags.no_user_site:
         _add_user_site(site)
     return given, path
+
+
+def _preloads_shadowed(script_dir: str | None) -> bool:
+    """Whether a bare start could import one of the preloaded modules from elsewhere: the script's directory and
+    PYTHONPATH come before the standard library on sys.path. Then the run starts without them (as a bare start
+    would: it imports whatever it finds). A name alone decides (file, package or directory): safe, and cheap."""
+    if not _PRELOADED:
+        return False
+    if not sys.flags.ignore_environment and os.environ.get("PYTHONPATH"):
+        return True
+    if script_dir is None:
+        return False
+    try:
+        entries = os.listdir(script_dir)
+    except OSError:
+        return True
+    return any(entry.partition(".")[0] in _PRELOADED_TOP for entry in entries)
 
 
 def _add_user_site(site: object) -> None:
