@@ -77,6 +77,24 @@ local left = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 if left <= 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return left
 """
+# A worker starts a job, in one round trip: count the delivery as an attempt and, unless that is one too many,
+# mark it running (hash, state event, the worker's running set, out of its queue's backlog). Atomic, so a job
+# cancelled while its message waited (its state already terminal) is never marked running again.
+# KEYS: job hash, its events, the worker's running set, the queue's backlog set (`queued_key`).
+# ARGV: max attempts, started_at, worker name, job id, state event data. Returns the attempt number, or -1 for a
+# job not in the store (expired, never stored), -2 for a finished or cancelled one (neither counts as an attempt).
+START_JOB_LUA = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if state == 'done' or state == 'failed' or state == 'cancelled' then return -2 end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if attempts > tonumber(ARGV[1]) then return attempts end
+redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[2], 'worker', ARGV[3])
+redis.call('XADD', KEYS[2], '*', 'type', 'state', 'data', ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('SREM', KEYS[4], ARGV[4])
+return attempts
+"""
 WEBHOOK_QUEUE = "cb:webhooks"  # sorted set: job id → when its next delivery attempt is due
 WEBHOOK_ATTEMPTS = "cb:webhooks:attempts"  # hash: job id → attempts made
 WORKERS = "cb:workers"

@@ -54,6 +54,7 @@ from cellblock.state import (
     JOB_API_KEY_FIELD,
     REQUEST_ID_FIELD,
     SEALED_EVENTS,
+    START_JOB_LUA,
     TERMINAL_STATES,
     api_key_running_key,
     as_fields,
@@ -145,7 +146,10 @@ class Lease(threading.Thread):
 
 
 class StreamObserver:
-    """Turns a job's steps and output into events on its Redis stream, as they happen."""
+    """Turns a job's steps and output into events on its Redis stream, as they happen.
+
+    A step's "finished" event waits for the next write (the next step's start, output, or the job's result in
+    `finish`), which follows within the engine's own bookkeeping: one round trip to the store less per step."""
 
     def __init__(self, runtime: Runtime, job_id: str) -> None:
         self.runtime = runtime
@@ -154,14 +158,22 @@ class StreamObserver:
         self.decoders: dict[str, codecs.IncrementalDecoder] = {}
         self.step_began = 0.0
         self.overheads: list[tuple[str, float]] = []  # (compile | run, seconds) for the metrics (jobstats)
+        self.pending: list[dict[Any, Any]] = []  # stream entries not written yet, oldest first
 
-    def _emit(self, kind: str, data: Any) -> None:
+    def _emit(self, kind: str, data: Any, *, later: bool = False) -> None:
         if kind in SEALED_EVENTS:
             entry = sealed_event(self.job_id, kind, json.dumps(data, separators=(",", ":")), self.runtime.sealer)
         else:
             entry = event(kind, data)
+        self.pending.append(entry)
+        if later:
+            return
+        entries, self.pending = self.pending, []
         try:
-            self.runtime.redis.xadd(events_key(self.job_id), entry, maxlen=EVENT_STREAM_MAXLEN, approximate=True)
+            with self.runtime.redis.pipeline(transaction=False) as pipe:
+                for fields in entries:
+                    pipe.xadd(events_key(self.job_id), fields, maxlen=EVENT_STREAM_MAXLEN, approximate=True)
+                pipe.execute()
         except redis.RedisError as exc:  # live events are best effort; the result is what must not be lost
             log.warning("job %s: event not published: %s", self.job_id, exc)
 
@@ -187,16 +199,16 @@ class StreamObserver:
         self.overheads.append(("compile" if label == "compile" else "run", overhead))
         log.debug("step %s: %s, cpu %.3f s, wall %.3f s, memory %d KiB, sandbox overhead %.4f s", label,
                   step.outcome.value, step.cpu_time_s, step.wall_time_s, step.memory_kib, overhead)  # fmt: skip
-        self._emit("step", {"step": label, "phase": "finished", "outcome": step.outcome.value})
+        self._emit("step", {"step": label, "phase": "finished", "outcome": step.outcome.value}, later=True)
 
     def cancelled(self) -> bool:
         return self.job_id in self.runtime.cancelled
 
 
 def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: dict[str, str],
-           overheads: list[tuple[str, float]] | None = None) -> None:  # fmt: skip
-    """Store the result, count it in the metrics and end the event stream in one transaction; then the
-    retention clock starts."""
+           observer: StreamObserver | None = None) -> None:  # fmt: skip
+    """Store the result, count it in the metrics and end the event stream (after the observer's events not
+    written yet) in one transaction; then the retention clock starts."""
     r, ttl = runtime.redis, runtime.settings.result_retention_s
     sealed = seal_result(result, runtime.sealer)
     with r.pipeline(transaction=True) as pipe:
@@ -204,6 +216,8 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: d
             "state": result.state.value, "result": sealed,
             "finished_at": (result.finished_at.isoformat() if result.finished_at else now_iso()),
         })  # fmt: skip
+        for entry in observer.pending if observer else []:
+            pipe.xadd(events_key(result.id), entry, maxlen=EVENT_STREAM_MAXLEN, approximate=True)
         pipe.xadd(events_key(result.id), event("state", {"state": result.state.value}))
         pipe.xadd(events_key(result.id), result_event(sealed))
         for key in retention_keys(fields):
@@ -215,6 +229,7 @@ def finish(runtime: Runtime, result: JobResult, *, notify: str | None, fields: d
             pipe.srem(queued_key(fields["queue"]), result.id)
         if fields.get(JOB_API_KEY_FIELD):  # the job counted in its API key's max_running (cellblock.quotas)
             pipe.zrem(api_key_running_key(fields[JOB_API_KEY_FIELD]), result.id)
+        overheads = observer.overheads if observer else None
         jobstats.record(pipe, replace(jobstats.sample_of(result, overheads), host=socket.gethostname()))
         pipe.execute()
     log.info("job %s finished: %s, %s", result.id, result.state.value, result.verdict.value if result.verdict else "-")
@@ -247,41 +262,46 @@ def _check_toolchain(runtime: Runtime, language: str) -> None:
         raise ToolchainMissing(lang.name)
 
 
-def run_job(runtime: Runtime, job_id: str) -> None:
-    fields = as_fields(runtime.redis.hgetall(job_key(job_id)))
+def run_job(runtime: Runtime, job_id: str, fields: dict[str, str] | None = None) -> None:
+    """Run one job: `fields` is its hash when the caller read it already (a bundle reads all its jobs' at once;
+    only the immutable fields are used from it: the state is checked again atomically as the job starts)."""
+    if fields is None:
+        fields = as_fields(runtime.redis.hgetall(job_key(job_id)))
     with job_context(job_id, fields.get(REQUEST_ID_FIELD)):  # every line about this job names its request
         _run_job(runtime, job_id, fields)
 
 
+def _start(runtime: Runtime, job_id: str, fields: dict[str, str]) -> int:
+    """START_JOB_LUA: the attempt number (running now unless over max_attempts), -1 gone, -2 finished."""
+    keys = [job_key(job_id), events_key(job_id), running_key(runtime.name), queued_key(fields.get("queue", ""))]
+    running = event("state", {"state": JobState.RUNNING.value, "worker": runtime.name})["data"]
+    args = [runtime.settings.max_attempts, now_iso(), runtime.name, job_id, running]
+    return int(runtime.redis.eval(START_JOB_LUA, len(keys), *keys, *args))  # type: ignore[arg-type,unused-ignore]
+
+
 def _run_job(runtime: Runtime, job_id: str, fields: dict[str, str]) -> None:
-    r = runtime.redis
     if "spec" not in fields:
         log.warning("job %s: not in the job store, skipped", job_id)  # expired, or never stored
         return
     if JobState(fields["state"]) in TERMINAL_STATES:
         return  # a second delivery of a finished job, or cancelled while queued: not an attempt
     _check_toolchain(runtime, fields.get("language", ""))
-    attempts = int(r.hincrby(job_key(job_id), "attempts", 1))  # deliveries that start the job
     try:
         spec = open_spec(fields, runtime.sealer)
     except SealError as exc:  # a spec written into the store by someone without the cluster key: never run it
+        runtime.redis.hincrby(job_key(job_id), "attempts", 1)  # a delivery that got this far
         log.error("job %s: refused, its stored spec failed verification: %s", job_id, exc.message)
         message = "refused: the job's stored spec is not sealed with a current cluster key"
         finish(runtime, _failed(runtime, fields, message), notify=None, fields=fields)
         return
+    attempts = _start(runtime, job_id, fields)  # deliveries that start the job
+    if attempts < 0:
+        return  # finished or cancelled since the bundle was read (or gone): not an attempt
     if attempts > runtime.settings.max_attempts:
         message = f"gave up after {attempts - 1} attempts: the worker running this job died each time"
         finish(runtime, _failed(runtime, fields, message), notify=spec.callback_url, fields=fields)
         return
     runtime.current = job_id
-    with r.pipeline() as pipe:
-        pipe.hset(job_key(job_id), mapping={"state": JobState.RUNNING.value, "started_at": now_iso(),
-                                            "worker": runtime.name})  # fmt: skip
-        pipe.xadd(events_key(job_id), event("state", {"state": JobState.RUNNING.value, "worker": runtime.name}))
-        pipe.sadd(running_key(runtime.name), job_id)
-        if fields.get("queue"):
-            pipe.srem(queued_key(fields["queue"]), job_id)  # no longer waiting: out of the backlog
-        pipe.execute()
     log.debug("job %s started (%s, attempt %d)", job_id, fields.get("language", ""), attempts)
     feed = LiveFeed(runtime.settings, runtime.sealer, job_id) if spec.interactive else None
     observer = StreamObserver(runtime, job_id)
@@ -302,7 +322,7 @@ def _run_job(runtime: Runtime, job_id: str, fields: dict[str, str]) -> None:
         if feed is not None:
             feed.stop()
     result.worker = runtime.name
-    finish(runtime, result, notify=spec.callback_url, fields=fields, overheads=observer.overheads)
+    finish(runtime, result, notify=spec.callback_url, fields=fields, observer=observer)
 
 
 def run_bundle(runtime: Runtime, job_ids: list[str], queue: str) -> None:
@@ -314,10 +334,16 @@ def run_bundle(runtime: Runtime, job_ids: list[str], queue: str) -> None:
     that finished meanwhile are skipped (`run_job` is idempotent).
     """
     began = time.monotonic()
+    hashes: list[dict[str, str] | None] = [None] * len(job_ids)
+    if len(job_ids) > 1:  # one round trip for the whole bundle's hashes
+        with runtime.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(job_key(job_id))
+            hashes = [as_fields(raw) for raw in pipe.execute()]
     for index, job_id in enumerate(job_ids):
         rest = job_ids[index + 1 :]
         try:
-            run_job(runtime, job_id)
+            run_job(runtime, job_id, hashes[index])
         except ToolchainMissing:
             raise  # the whole message goes back (Reject): its finished jobs are skipped when it comes again
         except BaseException:
