@@ -104,8 +104,17 @@ def machine_cpu_s() -> dict[str, float]:
     return {"busy": user + nice + system + irq + softirq, "idle": idle + iowait, "steal": steal}
 
 
+def in_cgroup(pid: int, cgroup_name: str) -> bool:
+    """Whether the process is in the service's cgroup subtree (a slot's bwrap, helper or zygote, a run): its CPU
+    is in the sandboxes' row already."""
+    try:
+        return f"/{cgroup_name}/" in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
 def snapshot(service_pid: int, cgroup_name: str) -> tuple[dict[int, tuple[str, float]], float, dict[str, float]]:
-    pids = [*descendants(service_pid), os.getpid()]
+    pids = [pid for pid in descendants(service_pid) if not in_cgroup(pid, cgroup_name)] + [os.getpid()]
     procs = {pid: got for pid in pids if (got := process_cpu(pid)) is not None}
     return procs, sandbox_cpu_s(cgroup_name), machine_cpu_s()
 
