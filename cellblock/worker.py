@@ -247,19 +247,20 @@ def _failed(runtime: Runtime, fields: dict[str, str], message: str) -> JobResult
 class ToolchainMissing(Exception):
     """The job's language lost its toolchain on this host since the last check: hand the job back."""
 
-    def __init__(self, language: str) -> None:
+    def __init__(self, language: str, job_id: str) -> None:
         super().__init__(f"the {language} toolchain is gone from this host")
         self.language = language
+        self.job_id = job_id
 
 
-def _check_toolchain(runtime: Runtime, language: str) -> None:
+def _check_toolchain(runtime: Runtime, language: str, job_id: str) -> None:
     """A stat, before the job counts as an attempt: a vanished toolchain must not turn into the user's verdict."""
     try:
         lang = runtime.engine.registry.get(language)
     except CellblockError:
         return  # the engine reports an unknown language in the job's result
     if fingerprint(lang) is None:
-        raise ToolchainMissing(lang.name)
+        raise ToolchainMissing(lang.name, job_id)
 
 
 def run_job(runtime: Runtime, job_id: str, fields: dict[str, str] | None = None) -> None:
@@ -285,7 +286,7 @@ def _run_job(runtime: Runtime, job_id: str, fields: dict[str, str]) -> None:
         return
     if JobState(fields["state"]) in TERMINAL_STATES:
         return  # a second delivery of a finished job, or cancelled while queued: not an attempt
-    _check_toolchain(runtime, fields.get("language", ""))
+    _check_toolchain(runtime, fields.get("language", ""), job_id)
     try:
         spec = open_spec(fields, runtime.sealer)
     except SealError as exc:  # a spec written into the store by someone without the cluster key: never run it
@@ -328,6 +329,7 @@ def _run_job(runtime: Runtime, job_id: str, fields: dict[str, str]) -> None:
 def run_bundle(runtime: Runtime, job_ids: list[str], queue: str) -> None:
     """Run one message's jobs in order. Once the slot has held the message `BUNDLE_HANDBACK_S`, the jobs not yet
     started go back to `queue` as a new message (the queue's tail: other slots may take them) and this one ends.
+    So a message takes at most that long plus one job: within Celery's task_time_limit (one job's limit + 30 s).
 
     A job's failure in our code (e.g. the job store unreachable) hands the rest back too, before it propagates.
     Published before this message is acked: if we die in between, the old message comes again and the jobs
@@ -410,8 +412,9 @@ def build_app(settings: Settings, languages: list[str], name: str, sealer: Seale
         try:
             run_bundle(runtime, job_ids, queue)
         except ToolchainMissing as exc:  # back to the queue, for a worker that has it; stop taking its jobs here
-            log.error("%s: message %s (jobs %s) handed back, no longer taking %s jobs", exc, task.request.id,
-                      ",".join(job_ids), exc.language)  # fmt: skip
+            others = f" with the {len(job_ids) - 1} other jobs of its message" if len(job_ids) > 1 else ""
+            log.error("job %s: %s; job handed back%s, no longer taking %s jobs", exc.job_id, exc, others,
+                      exc.language)  # fmt: skip
             task.app.control.cancel_consumer(language_queue(exc.language), destination=[celery_node_name(name)])
             raise Reject(str(exc), requeue=True) from exc
         finally:

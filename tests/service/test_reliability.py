@@ -629,7 +629,9 @@ def announce_worker(svc: Service, slots: int) -> None:
 
 def test_a_batch_travels_in_bundles_and_its_backlog_counts_jobs_on_either_broker(broker: Broker) -> None:
     """40 jobs against 2 live slots: bundles of 8 (2 per slot, bundle_max_jobs 8), so 5 messages in the broker,
-    while the backlog says 40; a real worker then runs every job of every bundle, and nothing is left."""
+    while the backlog says 40. One job of a bundle is cancelled while it waits: the backlog says 39, and when a
+    real worker runs the bundles, that job stays cancelled (never started, no attempt) and every other one runs;
+    nothing is left."""
     with cluster(broker=broker) as svc:
         svc.start_api()
         announce_worker(svc, slots=2)
@@ -640,10 +642,17 @@ def test_a_batch_travels_in_bundles_and_its_backlog_counts_jobs_on_either_broker
             ids = response.json()["jobs"]
             wait_until(lambda: broker.leftovers(svc) == (5, 0), timeout=10, what="5 messages in the queue")
             assert api.get("/v1/workers").json()["backlog"]["lang.python3"] == 40
+            cancelled = ids[11]
+            assert api.delete(f"/v1/jobs/{cancelled}").status_code == 202
+            assert api.get("/v1/workers").json()["backlog"]["lang.python3"] == 39
             svc.start_worker(slots=2)
             wait_finished(svc, ids, timeout=120)
             for job_id, text in zip(ids, texts, strict=True):
-                assert_echoed(api, job_id, text)
+                if job_id != cancelled:
+                    assert_echoed(api, job_id, text)
+            body = api.get(f"/v1/jobs/{cancelled}").json()
+            assert body["state"] == "cancelled" and body["tests"] == [], body
+            assert attempts(svc, cancelled) == 0 and running_starts(svc, cancelled) == []
             assert api.get("/v1/workers").json()["backlog"]["lang.python3"] == 0
             assert broker.leftovers(svc) == (0, 0)
 

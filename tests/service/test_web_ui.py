@@ -318,7 +318,17 @@ def test_over_a_quota_429_and_a_full_queue_503_are_readable(ui: Ui, request: pyt
             assert "queued or running" in box.text_content(), box.text_content()
             shoot(page, request.node.name + "_429")
 
-            # Fill both slots and the backlog (cap 2) until the API itself refuses, then the page's Run gets 503.
+            # Fill both slots, then the backlog (cap 2) until the API itself refuses; then the page's Run gets 503.
+            # (A job waits in the backlog until a slot starts it: the second slot must be busy first.)
+            second = api.post("/v1/jobs", json=sleeper, headers=ui.bearer())
+            assert second.status_code == 202, second.text
+            held.append(second.json()["id"])
+
+            def both_running() -> bool:
+                states = [api.get(f"/v1/jobs/{job_id}", headers=ui.bearer()).json()["state"] for job_id in held]
+                return states == ["running", "running"]
+
+            wait_until(both_running, timeout=60, interval=0.1, what="both slots running a sleeper")
             for _ in range(8):
                 answer = api.post("/v1/jobs", json=sleeper, headers=ui.bearer())
                 if answer.status_code == 503:
