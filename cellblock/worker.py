@@ -331,7 +331,8 @@ def run_bundle(runtime: Runtime, job_ids: list[str], queue: str) -> None:
     started go back to `queue` as a new message (the queue's tail: other slots may take them) and this one ends.
     So a message takes at most that long plus one job: within Celery's task_time_limit (one job's limit + 30 s).
 
-    A job's failure in our code (e.g. the job store unreachable) hands the rest back too, before it propagates.
+    A job's failure in our code (e.g. the job store unreachable) hands the rest back too, before it propagates
+    (Celery acks a failed task).
     Published before this message is acked: if we die in between, the old message comes again and the jobs
     that finished meanwhile are skipped (`run_job` is idempotent).
     """
@@ -348,7 +349,9 @@ def run_bundle(runtime: Runtime, job_ids: list[str], queue: str) -> None:
             run_job(runtime, job_id, hashes[index])
         except ToolchainMissing:
             raise  # the whole message goes back (Reject): its finished jobs are skipped when it comes again
-        except BaseException:
+        except Exception:
+            # Celery acks a failed task: the rest must be queued again. (A process that exits, SystemExit, is a
+            # lost worker instead: Celery requeues the whole message, so nothing is handed back then.)
             if rest:
                 _hand_back(runtime, rest, queue)
             raise
