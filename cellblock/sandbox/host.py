@@ -145,10 +145,11 @@ class Sandbox:
             host.settings.poll_interval_s,
         )
 
-    def _prepare_dirs(self) -> None:
-        """Take the slot over. If its last holder did not release it cleanly (killed worker), sweep first."""
+    def _prepare_dirs(self, sweep: bool = False) -> None:
+        """Take the slot over. If its last holder did not release it cleanly (killed worker), or `sweep`, sweep
+        first."""
         dirty = self._host.settings.slot_lock_dir / f"slot{self.index}.dirty"
-        if dirty.exists():
+        if sweep or dirty.exists():
             self._sweep()
         dirty.touch()
         for path, mode in ((self.root, 0o711), (self.io_dir, 0o700)):
@@ -455,8 +456,7 @@ class SandboxHost:
                 continue
             try:
                 sandbox = Sandbox(self, index)
-                sandbox._sweep()
-                sandbox._prepare_dirs()
+                sandbox._prepare_dirs(sweep=True)  # one sweep, dirty marker or not
                 sandbox._remove_dirs()
                 swept += 1
             finally:
