@@ -28,6 +28,9 @@ from cellblock.errors import SandboxFailure, SandboxUnavailable
 from cellblock.sandbox.spec import CgroupStats
 
 V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+# A run cgroup kept for the next run of a warm-shared slot (v1) only while its runs left at most this much charged
+# to it (a /box file, page cache): the next run's memory limit covers that too, so it must stay small.
+REUSE_MAX_LEFT_BYTES = 4 << 20
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 SUPERVISOR_LEAF = "supervisor"  # where our own processes move on v2 (systemd's DelegateSubgroup does the same)
 
@@ -132,6 +135,10 @@ class RunCgroup(ABC):
     @abstractmethod
     def remove(self) -> None: ...
 
+    def reusable_for(self, memory_bytes: int, pids_max: int) -> bool:
+        """Whether the next run with these limits may use this (empty) cgroup instead of a new one."""
+        return False
+
     def pids(self) -> list[int]:
         try:
             return [int(p) for p in _read_text(self.procs_file()).split()]
@@ -160,7 +167,9 @@ class CgroupDriver(ABC):
         """What is missing for this driver to work; empty when ready."""
 
     @abstractmethod
-    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int) -> RunCgroup: ...
+    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int, reusable: bool = False) -> RunCgroup:
+        """A new run cgroup; `reusable`: one that may serve later runs (`RunCgroup.reusable_for`), where the
+        driver can keep the numbers per run (v1)."""
 
     @abstractmethod
     def sweep_slot(self, slot: str) -> None:
@@ -206,6 +215,75 @@ class V1Run(RunCgroup):
             _rmdir_retrying(path)
 
 
+class ReusedV1Run(V1Run):
+    """A warm-shared slot's run cgroup, kept from run to run while the limits stay the same (`reusable_for`): no
+    mkdir, limits or rmdir per run, and its files stay open (≈ 0.3 ms of CPU per run, a third of a trivial run).
+
+    Every number stays the run's own: CPU is taken against a baseline by the caller (as for any run); the memory
+    peak and the OOM kills are counted from `reset_memory_peak`, which the caller does right before the program
+    starts: the peak over the usage then (what earlier runs left charged here: at most REUSE_MAX_LEFT_BYTES),
+    the kills over the count then. v1 only: v2's memory.peak cannot be reset before kernel 6.12.
+    """
+
+    def __init__(self, dirs: dict[str, Path], memory_bytes: int, pids_max: int) -> None:
+        super().__init__(dirs)
+        self.limits = (memory_bytes, pids_max)
+        self._fds: dict[str, int] = {}
+        self._usage_at_start = 0
+        self._oom_kills_at_start = 0
+
+    def _fd(self, controller: str, name: str) -> int:
+        key = f"{controller}/{name}"
+        fd = self._fds.get(key)
+        if fd is None:
+            fd = self._fds[key] = os.open(self.dirs[controller] / name, os.O_RDWR | os.O_CLOEXEC)
+        return fd
+
+    def _read(self, controller: str, name: str) -> str:
+        return os.pread(self._fd(controller, name), 4096, 0).decode()
+
+    def _oom_kills(self) -> int:
+        for line in self._read("memory", "memory.oom_control").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def attach(self, pid: int) -> None:
+        for controller in self.dirs:
+            os.pwrite(self._fd(controller, "cgroup.procs"), str(pid).encode(), 0)
+
+    def cpu_time_ns(self) -> int:
+        return int(self._read("cpuacct", "cpuacct.usage"))
+
+    def reset_memory_peak(self) -> None:
+        os.pwrite(self._fd("memory", "memory.max_usage_in_bytes"), b"0", 0)  # → the usage now
+        self._usage_at_start = int(self._read("memory", "memory.usage_in_bytes"))
+        self._oom_kills_at_start = self._oom_kills()
+
+    def stats(self) -> CgroupStats:
+        peak = int(self._read("memory", "memory.max_usage_in_bytes"))
+        return CgroupStats(
+            cpu_time_ns=self.cpu_time_ns(),
+            memory_peak_bytes=max(0, peak - self._usage_at_start),
+            oom_kills=self._oom_kills() - self._oom_kills_at_start,
+        )
+
+    def reusable_for(self, memory_bytes: int, pids_max: int) -> bool:
+        if (memory_bytes, pids_max) != self.limits:
+            return False
+        try:
+            return not self.pids() and int(self._read("memory", "memory.usage_in_bytes")) <= REUSE_MAX_LEFT_BYTES
+        except OSError:
+            return False
+
+    def remove(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        super().remove()
+
+
 class CgroupV1(CgroupDriver):
     version = 1
 
@@ -220,7 +298,7 @@ class CgroupV1(CgroupDriver):
             return [f"cannot create cgroups under {self.root}/memory (run as root)"]
         return []
 
-    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int) -> RunCgroup:
+    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int, reusable: bool = False) -> RunCgroup:
         dirs = {c: self._dir(c, slot, run) for c in V1_CONTROLLERS}
         stale = {c: p for c, p in dirs.items() if p.exists()}
         if stale:  # a killed holder of this slot left it; we hold the slot now, so nothing in it is ours
@@ -237,7 +315,7 @@ class CgroupV1(CgroupDriver):
         except OSError as exc:
             V1Run(dirs).remove()
             raise SandboxFailure(f"cannot create cgroup {slot}/{run}: {exc}") from exc
-        return V1Run(dirs)
+        return ReusedV1Run(dirs, memory_bytes, pids_max) if reusable else V1Run(dirs)
 
     def sweep_slot(self, slot: str) -> None:
         for controller in V1_CONTROLLERS:
@@ -331,7 +409,7 @@ class CgroupV2(CgroupDriver):
             with contextlib.suppress(ProcessLookupError):
                 _write(leaf / "cgroup.procs", pid)
 
-    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int) -> RunCgroup:
+    def create(self, slot: str, run: str, memory_bytes: int, pids_max: int, reusable: bool = False) -> RunCgroup:
         ours = self.root / self.name
         slot_dir = ours / slot
         path = slot_dir / run

@@ -89,7 +89,7 @@ from cellblock.sandbox import slotproto
 from cellblock.sandbox.bwrap import BOX_ENV, BOX_PATH, BwrapLayout, launcher_args, slot_bwrap_args
 from cellblock.sandbox.cgroups import CgroupDriver, RunCgroup
 from cellblock.sandbox.seccomp import SeccompProgram
-from cellblock.sandbox.spec import RawResult, RunObserver, RunSpec
+from cellblock.sandbox.spec import RawResult, RunLimits, RunObserver, RunSpec
 from cellblock.sandbox.supervisor import SlotIdentity, _Tail, conclude_run, watch_run
 
 START_TIMEOUT_S = 5.0  # bwrap + helper start in ≈ 4 ms; this only bounds a broken machine
@@ -390,15 +390,8 @@ class WarmSlot:
             os.close(stdin_fd)
             stdin_fd = -1
             # While the slot clones the run's init and mounts its /tmp, /dev/shm and /proc (≈ 0.5 ms), the cgroups
-            # are made here: the last run's removed (its processes are gone: checked when it ended) and this
-            # run's created. Nothing of the run can use them before 'P' and our attach.
-            spent, self._spent = self._spent, None
-            if spent is not None:
-                self._remove_run_cgroup(spent)
-            extra = 0 if self.shared else RUN_EXTRA_PROCESSES  # shared: the program is the only process we attach
-            cgroup = self._current = self.cgroups.create(
-                self.identity.name, RUN_CGROUP, limits.memory_kib * 1024, limits.processes + extra
-            )
+            # are made here. Nothing of the run can use them before 'P' and our attach.
+            cgroup = self._current = self._run_cgroup(limits)
             got = self._recv(PID_TIMEOUT_S)
             if got is None or got[0] != slotproto.PID or got[1] is None:
                 raise SlotBroken(f"the warm slot did not start the run: {got!r:.100}", before_go=True)
@@ -418,6 +411,19 @@ class WarmSlot:
             for fd in (stdin_fd, stdout_fd, stderr_fd, go_w):
                 if fd >= 0:
                     os.close(fd)
+
+    def _run_cgroup(self, limits: RunLimits) -> RunCgroup:
+        """The run's cgroups: the last run's removed (its processes are gone: checked when it ended) and new ones
+        made; a shared slot on v1 keeps the last run's instead while the limits are the same and it holds little
+        (cgroups.ReusedV1Run)."""
+        spent, self._spent = self._spent, None
+        extra = 0 if self.shared else RUN_EXTRA_PROCESSES  # shared: the program is the only process we attach
+        memory_bytes, pids_max = limits.memory_kib * 1024, limits.processes + extra
+        if spent is not None and spent.reusable_for(memory_bytes, pids_max):
+            return spent
+        if spent is not None:
+            self._remove_run_cgroup(spent)
+        return self.cgroups.create(self.identity.name, RUN_CGROUP, memory_bytes, pids_max, reusable=self.shared)
 
     def _supervise(
         self,
