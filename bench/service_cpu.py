@@ -152,8 +152,11 @@ def measure(mode: str, programs: list[python_corpus.Program], copies: int, slots
     finally:
         service.stop()
         for top in (CGROUP_ROOT / c / cgroup_name for c in ("cpuacct", "memory", "pids", "")):
+            for slot in top.glob("slot*"):  # emptied by the service's stop (its runs' and slots' cgroups)
+                with contextlib.suppress(OSError):
+                    slot.rmdir()
             with contextlib.suppress(OSError):
-                top.rmdir()  # the service removed its slots' cgroups; this leaves nothing of ours behind
+                top.rmdir()  # this leaves nothing of ours behind
     jobs = len(specs) * copies
     per_role: dict[str, float] = defaultdict(float)
     for pid, (cmdline, cpu) in procs1.items():
