@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 EXECUTE_TASK = "cellblock.execute"
 EXECUTE_BUNDLE_TASK = "cellblock.execute_bundle"
+FEATURE_BUNDLES = "bundles"  # WorkerInfo.features of a worker that runs EXECUTE_BUNDLE_TASK (older ones drop it)
 BUNDLES_PER_SLOT = 2  # a batch is cut into at least this many bundles per slot that runs its language
 BUNDLE_HANDBACK_S = 0.25  # a slot that has held a bundle this long queues the rest of it again (worker.py)
 AMQP_SCHEMES = ("amqp", "amqps")

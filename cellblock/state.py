@@ -194,6 +194,12 @@ class WorkerInfo(BaseModel):
     language_versions: dict[str, str] = Field({}, description="Toolchain versions.", examples=[{"python3": "3.11.2"}])
     queues: list[str] = Field(description="The queues it consumes.", examples=[["lang.c", "lang.python3"]])
     version: str = Field(description="Cellblock's version on that worker.", examples=["0.1.0"])
+    features: list[str] = Field(
+        [],
+        description="Message kinds it takes beyond one job per message: 'bundles' (a batch's jobs in one message). "
+        "The API sends bundles of a language only while every live worker running it has this.",
+        examples=[["bundles"]],
+    )
     started_at: str = Field(
         description="When the worker started (UTC, ISO 8601).", examples=["2026-01-01T12:00:00+00:00"]
     )

@@ -20,7 +20,7 @@ import redis
 
 from cellblock import __version__
 from cellblock.config import Settings
-from cellblock.dispatch import language_queue
+from cellblock.dispatch import FEATURE_BUNDLES, language_queue
 from cellblock.engine import Engine
 from cellblock.languages.registry import Language, Registry
 from cellblock.redis_url import redis_kwargs
@@ -153,7 +153,8 @@ def start_worker(settings: Settings, say: Callable[[str], None], *, name: str | 
     node = name or f"cellblock-{socket.gethostname()}-{os.getpid()}"
     slots = settings.slot_count()
     info = WorkerInfo(name=node, host=socket.gethostname(), slots=slots, languages=[], queues=[],
-                      version=__version__, started_at=now_iso(), last_seen=now_iso())  # fmt: skip
+                      version=__version__, features=[FEATURE_BUNDLES], started_at=now_iso(),
+                      last_seen=now_iso())  # fmt: skip
     heartbeat = Heartbeat(settings, info)
     heartbeat.update(passing, {})
     heartbeat.start()

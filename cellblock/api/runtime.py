@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from cellblock.api.errors import ApiError
 from cellblock.api.store import AsyncStore
 from cellblock.config import Settings
-from cellblock.dispatch import Dispatcher, bundle_size, language_queue
+from cellblock.dispatch import FEATURE_BUNDLES, Dispatcher, bundle_size, language_queue
 from cellblock.languages.registry import Registry
 
 LANGUAGE_CACHE_S = 1.0
@@ -23,25 +23,28 @@ class ApiRuntime:
         self.dispatcher = Dispatcher(settings)
         self.store = AsyncStore(settings, self.dispatcher.sealer)
         self.publisher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="publish")  # kombu blocks
-        self._languages: tuple[float, dict[str, int]] = (0.0, {})  # language → slots of live workers running it
+        self._languages: tuple[float, dict[str, int], set[str]] = (0.0, {}, set())  # (when, `_live`)
 
     def queues(self) -> list[str]:
         return [language_queue(lang.name) for lang in self.registry.languages]
 
-    async def live_slots(self) -> dict[str, int]:
-        """Slots of live workers per language they run (cached for a second: the hot path asks on every submit)."""
-        stamp, slots = self._languages
+    async def live_languages(self) -> set[str]:
+        """Languages some live worker runs."""
+        return set((await self._live())[0])
+
+    async def _live(self) -> tuple[dict[str, int], set[str]]:
+        """(slots of live workers per language they run, languages some live worker of which takes no bundles: an
+        older version). Cached for a second: the hot path asks on every submit."""
+        stamp, slots, unbundled = self._languages
         if time.monotonic() - stamp > LANGUAGE_CACHE_S:
-            slots = {}
+            slots, unbundled = {}, set()
             for worker in await self.store.workers():
                 for lang in worker.languages:
                     slots[lang] = slots.get(lang, 0) + worker.slots
-            self._languages = (time.monotonic(), slots)
-        return slots
-
-    async def live_languages(self) -> set[str]:
-        """Languages some live worker runs."""
-        return set(await self.live_slots())
+                    if FEATURE_BUNDLES not in worker.features:
+                        unbundled.add(lang)
+            self._languages = (time.monotonic(), slots, unbundled)
+        return slots, unbundled
 
     async def backlog(self) -> dict[str, int]:
         """Jobs waiting per language queue (counted in the job store, whichever the broker)."""
@@ -53,10 +56,11 @@ class ApiRuntime:
         groups: dict[str, list[str]] = {}
         for job_id, language in jobs:
             groups.setdefault(language, []).append(job_id)
-        slots = await self.live_slots() if bundle else {}
+        slots, unbundled = await self._live() if bundle else ({}, set())
         messages = []
         for language, ids in groups.items():
-            size = bundle_size(len(ids), slots.get(language, 0), self.settings.bundle_max_jobs)
+            live = 0 if language in unbundled else slots.get(language, 0)
+            size = bundle_size(len(ids), live, self.settings.bundle_max_jobs)
             messages += [(ids[i : i + size], language) for i in range(0, len(ids), size)]
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)

@@ -616,15 +616,17 @@ def test_the_backlog_is_counted_and_bounded_on_either_broker(broker: Broker) -> 
 # --- batches in bundles -------------------------------------------------------------------------------------------
 
 
-def announce_worker(svc: Service, slots: int) -> None:
+def announce_worker(
+    svc: Service, slots: int, features: tuple[str, ...] = ("bundles",), name: str = "announced"
+) -> None:
     """A live worker's record with `slots` python3 slots, and no process behind it: the API sizes a batch's bundles
-    against it, while nothing takes them from the queue."""
-    info = {"name": "announced-only", "host": "nowhere", "slots": slots, "languages": ["python3"],
-            "queues": ["lang.python3"], "version": "0", "started_at": "2026-01-01T00:00:00+00:00",
+    against it, while nothing takes them from the queue. Without "bundles" in its features it is an older worker."""
+    info = {"name": name, "host": "nowhere", "slots": slots, "languages": ["python3"], "queues": ["lang.python3"],
+            "version": "0", "features": list(features), "started_at": "2026-01-01T00:00:00+00:00",
             "last_seen": "2026-01-01T00:00:00+00:00"}  # fmt: skip
     client = svc.redis.client()
-    client.set("cb:worker:announced-only", json.dumps(info), ex=600)
-    client.sadd("cb:workers", "announced-only")
+    client.set(f"cb:worker:{name}", json.dumps(info), ex=600)
+    client.sadd("cb:workers", name)
 
 
 def test_a_batch_travels_in_bundles_and_its_backlog_counts_jobs_on_either_broker(broker: Broker) -> None:
@@ -655,6 +657,20 @@ def test_a_batch_travels_in_bundles_and_its_backlog_counts_jobs_on_either_broker
             assert attempts(svc, cancelled) == 0 and running_starts(svc, cancelled) == []
             assert api.get("/v1/workers").json()["backlog"]["lang.python3"] == 0
             assert broker.leftovers(svc) == (0, 0)
+
+
+def test_no_bundles_while_a_live_worker_of_the_language_takes_none() -> None:
+    """A worker of an older version (no "bundles" in its features) would drop a bundle message: while one runs
+    the language, a batch goes one job per message, whatever the other workers take."""
+    with cluster() as svc:
+        svc.start_api()
+        announce_worker(svc, slots=2, name="current")
+        announce_worker(svc, slots=2, features=(), name="older")
+        with svc.client() as api:
+            response = api.post("/v1/batches", json={"jobs": [echo(f"single {i}") for i in range(20)]})
+            assert response.status_code == 202, response.text
+            wait_until(lambda: Broker("redis").leftovers(svc) == (20, 0), timeout=10, what="20 messages")
+            assert api.get("/v1/workers").json()["backlog"]["lang.python3"] == 20
 
 
 def test_a_slot_hands_the_rest_of_a_long_bundle_back_to_the_queue_on_either_broker(broker: Broker) -> None:
