@@ -116,7 +116,8 @@ async def load(rt: ApiRuntime, token: str) -> Record:
 
 
 async def create(rt: ApiRuntime, jobs: list[tuple[str, ValidJob, Judge0Meta]]) -> None:
-    """Store every job with its meta and index entry, then queue each; if queueing fails, store nothing."""
+    """Store every job with its meta and index entry, then queue them (a batch in bundles); if queueing fails,
+    store nothing."""
     new = [NewJob(job_id, job.spec, language_queue(job.language.name)) for job_id, job, _ in jobs]
     await rt.store.create_jobs(new)
     now = time.time()
