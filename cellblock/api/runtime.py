@@ -23,7 +23,7 @@ class ApiRuntime:
         self.dispatcher = Dispatcher(settings)
         self.store = AsyncStore(settings, self.dispatcher.sealer)
         self.publisher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="publish")  # kombu blocks
-        self._languages: tuple[float, dict[str, int], set[str]] = (0.0, {}, set())  # (when, `_live`)
+        self._live_cache: tuple[float, dict[str, int], set[str]] = (0.0, {}, set())  # (when read, `_live`'s answer)
 
     def queues(self) -> list[str]:
         return [language_queue(lang.name) for lang in self.registry.languages]
@@ -35,7 +35,7 @@ class ApiRuntime:
     async def _live(self) -> tuple[dict[str, int], set[str]]:
         """(slots of live workers per language they run, languages some live worker of which takes no bundles: an
         older version). Cached for a second: the hot path asks on every submit."""
-        stamp, slots, unbundled = self._languages
+        stamp, slots, unbundled = self._live_cache
         if time.monotonic() - stamp > LANGUAGE_CACHE_S:
             slots, unbundled = {}, set()
             for worker in await self.store.workers():
@@ -43,7 +43,7 @@ class ApiRuntime:
                     slots[lang] = slots.get(lang, 0) + worker.slots
                     if FEATURE_BUNDLES not in worker.features:
                         unbundled.add(lang)
-            self._languages = (time.monotonic(), slots, unbundled)
+            self._live_cache = (time.monotonic(), slots, unbundled)
         return slots, unbundled
 
     async def backlog(self) -> dict[str, int]:

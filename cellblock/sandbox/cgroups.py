@@ -53,13 +53,16 @@ def _read_int(path: Path, default: int = 0) -> int:
 
 
 def _read_keyed(path: Path) -> dict[str, int]:
-    """Parse 'key value' lines (memory.events, cpu.stat, memory.oom_control, pids.events)."""
+    """A file of 'key value' lines (memory.events, cpu.stat, memory.oom_control, pids.events); {} when gone."""
     try:
-        lines = _read_text(path).splitlines()
+        return _parse_keyed(_read_text(path))
     except FileNotFoundError:
         return {}
+
+
+def _parse_keyed(text: str) -> dict[str, int]:
     out: dict[str, int] = {}
-    for line in lines:
+    for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("-").isdigit():
             out[parts[0]] = int(parts[1])
@@ -136,7 +139,8 @@ class RunCgroup(ABC):
     def remove(self) -> None: ...
 
     def reusable_for(self, memory_bytes: int, pids_max: int) -> bool:
-        """Whether the next run with these limits may use this (empty) cgroup instead of a new one."""
+        """Whether the next run with these limits may use this cgroup instead of a new one. Only asked of a cgroup
+        the caller knows is empty (WarmSlot keeps a run's cgroup only when no process of the run survived)."""
         return False
 
     def pids(self) -> list[int]:
@@ -243,11 +247,7 @@ class ReusedV1Run(V1Run):
         return os.pread(self._fd(controller, name), 4096, 0).decode()
 
     def _oom_kills(self) -> int:
-        for line in self._read("memory", "memory.oom_control").splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
+        return _parse_keyed(self._read("memory", "memory.oom_control")).get("oom_kill", 0)
 
     def attach(self, pid: int) -> None:
         for controller in self.dirs:
@@ -272,8 +272,8 @@ class ReusedV1Run(V1Run):
     def reusable_for(self, memory_bytes: int, pids_max: int) -> bool:
         if (memory_bytes, pids_max) != self.limits:
             return False
-        try:
-            return not self.pids() and int(self._read("memory", "memory.usage_in_bytes")) <= REUSE_MAX_LEFT_BYTES
+        try:  # empty: the caller keeps a run's cgroup only once it checked that nothing of the run lives
+            return int(self._read("memory", "memory.usage_in_bytes")) <= REUSE_MAX_LEFT_BYTES
         except OSError:
             return False
 

@@ -37,10 +37,10 @@ is a copy-on-write page fault in the run; the zygote freezes its objects out of 
 
 Security: the zygote never imports from sys.path[0] (/proc/self/fd) or /box: the path entry is dropped before
 any import, so is every entry outside /usr (a PYTHONPATH; each program gets them back), and it is started with
-HOME pointing nowhere, so a user site directory that an earlier run of the
-job wrote into /box cannot run code in the (capable) zygote; each program adds the user site itself, as a bare
-start does. The zygote is not dumpable and lives outside every run's pid namespace. Anything unexpected → the
-zygote exits 2 → EOF → the host destroys the slot.
+HOME pointing nowhere, so a user site directory that an earlier run of the job wrote into /box cannot run code
+in the (capable) zygote; each program adds the user site itself, as a bare start does. The zygote is not
+dumpable and lives outside every run's pid namespace. Anything unexpected → the zygote exits 2 → EOF → the host
+destroys the slot.
 
 Known differences from `python3 main.py`: README, "Pre-warmed Python".
 """
